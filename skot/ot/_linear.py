@@ -1,0 +1,338 @@
+"""Linear OT methods: entropic family (one Sinkhorn core) and POT-backed exact ones.
+
+Each method is one function registered under its name; :func:`skot.ot.solve` only
+looks the name up (no if/elif chains on method strings).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from .._backend import to_numpy
+from ._registry import register_method
+from ._sinkhorn import Side, sinkhorn_core
+from ._validation import check_balanced, check_positive
+
+__all__ = []
+
+
+def _tiny_log(w):
+    return torch.log(w.clamp_min(torch.finfo(w.dtype).tiny))
+
+
+def _unbalanced_pair(unbalanced):
+    if unbalanced is None:
+        return None
+    if isinstance(unbalanced, (tuple, list)):
+        if len(unbalanced) != 2:
+            raise ValueError(
+                f"unbalanced must be a float or a pair (rho_a, rho_b), got {unbalanced!r}"
+            )
+        pair = tuple(unbalanced)
+    else:
+        pair = (unbalanced, unbalanced)
+    return tuple(
+        check_positive(r, "unbalanced", allow_none=False, allow_inf=True) for r in pair
+    )
+
+
+def _side_for(kind, w, eps, rho=None, box=None):
+    logw = _tiny_log(w)
+    if kind == "kl":
+        if math.isinf(rho):
+            return Side("eq", logw)
+        return Side("kl", logw, phi=rho / (rho + eps))
+    if kind == "box":
+        lo, hi = box
+        return Side("box", logw, loglo=_tiny_log(lo), loghi=_tiny_log(hi))
+    return Side(kind, logw)
+
+
+def _dbot_box(box, b):
+    if box is None:
+        box = 0.5
+    if isinstance(box, (int, float, np.floating)) and not isinstance(box, bool):
+        delta = float(box)
+        if not 0 <= delta:
+            raise ValueError(f"box must be a delta >= 0 or a pair (lo, hi), got {box!r}")
+        return ((1 - delta) * b).clamp_min(0), (1 + delta) * b
+    if not isinstance(box, (tuple, list)) or len(box) != 2:
+        raise ValueError(f"box must be a delta >= 0 or a pair (lo, hi), got {box!r}")
+    lo = torch.as_tensor(np.asarray(to_numpy(box[0])), dtype=b.dtype, device=b.device)
+    hi = torch.as_tensor(np.asarray(to_numpy(box[1])), dtype=b.dtype, device=b.device)
+    lo, hi = lo.expand_as(b), hi.expand_as(b)
+    if (lo > hi).any() or (lo < 0).any():
+        raise ValueError("box=(lo, hi) needs 0 <= lo <= hi entrywise")
+    return lo, hi
+
+
+def _check_mask_feasible(mask, row_kind, col_kind):
+    if mask is None:
+        return
+    if row_kind in ("eq", "kl") and (~mask.any(-1)).any():
+        raise ValueError("mask forbids every entry of some row; that row cannot be served")
+    if col_kind in ("eq", "kl") and (~mask.any(-2)).any():
+        raise ValueError(
+            "mask forbids every entry of some column; that column cannot be served"
+        )
+
+
+def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
+    """Shared driver for the entropic family: returns an OTResult-like dict."""
+    M, a, b = prob.M, prob.a, prob.b
+    eps = opts["reg"]
+    grad = opts["grad"]
+    rho = _unbalanced_pair(opts.get("unbalanced"))
+    kl_ref = opts["reg_type"].lower() == "kl"
+    mask = opts.get("mask")
+    _check_mask_feasible(mask, row_kind, col_kind)
+    C = M if mask is None else M.masked_fill(~mask, math.inf)
+    track = grad == "autodiff" and torch.is_grad_enabled()
+    Cs = C if track else C.detach()
+    a_s = a if track else a.detach()
+    b_s = b if track else b.detach()
+    row = _side_for(row_kind, a_s, eps, rho[0] if rho else None)
+    col = _side_for(
+        col_kind, b_s, eps, rho[1] if rho else None,
+        box=_dbot_box(box, b_s) if col_kind == "box" else None,
+    )
+    ra = _tiny_log(a_s) if kl_ref else torch.zeros_like(a_s)
+    rb = _tiny_log(b_s) if kl_ref else torch.zeros_like(b_s)
+    logmass = None
+    if total_mass is not None:
+        logmass = torch.full((M.shape[0],), math.log(total_mass), dtype=M.dtype,
+                             device=M.device)
+    f0, g0 = opts.get("potentials_init") or (None, None)
+    if f0 is not None:
+        f0 = torch.as_tensor(f0, dtype=M.dtype, device=M.device).reshape(a.shape)
+        g0 = torch.as_tensor(g0, dtype=M.dtype, device=M.device).reshape(b.shape)
+    ctx = torch.enable_grad() if track else torch.no_grad()
+    with ctx:
+        f, g, n_iter, err, converged = sinkhorn_core(
+            Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass,
+            max_iter=opts["max_iter"], tol=opts["tol"], f0=f0, g0=g0,
+            geometry=opts.get("geometry", "kernel"),
+        )
+    if grad != "autodiff":
+        f, g = f.detach(), g.detach()
+    # plan: differentiable in M through the final potentials (envelope/last step)
+    ra_p = _tiny_log(a) if kl_ref else torch.zeros_like(a)
+    rb_p = _tiny_log(b) if kl_ref else torch.zeros_like(b)
+    if grad == "detach":
+        C, ra_p, rb_p = C.detach(), ra_p.detach(), rb_p.detach()
+    if grad == "envelope":
+        ra_p, rb_p = ra_p.detach(), rb_p.detach()
+    logP = (f.unsqueeze(-1) + g.unsqueeze(-2) - C) / eps + ra_p.unsqueeze(-1) + rb_p.unsqueeze(-2)
+    plan = torch.exp(logP)
+    finite = torch.isfinite(C)
+    PC = torch.where(finite, plan * torch.where(finite, C, 0.0), 0.0)
+    value_linear = PC.sum((-2, -1))
+    # reg * sum P log(P / ref), with log(P / ref) = (f + g - C) / eps exactly
+    logratio = (f.unsqueeze(-1) + g.unsqueeze(-2) - torch.where(finite, C, 0.0)) / eps
+    ent = torch.where(finite, plan * logratio, 0.0)
+    value = value_linear + eps * ent.sum((-2, -1))
+    if rho is not None:
+        r, c = plan.sum(-1), plan.sum(-2)
+        if not math.isinf(rho[0]):
+            value = value + rho[0] * (r * (_tiny_log(r) - _tiny_log(a))).sum(-1)
+        if not math.isinf(rho[1]):
+            value = value + rho[1] * (c * (_tiny_log(c) - _tiny_log(b))).sum(-1)
+    if grad == "envelope":
+        value = _envelope(value, M, a, b, plan, f, g, balanced=(row_kind, col_kind) == ("eq", "eq"))
+        plan = plan.detach() if not M.requires_grad else plan
+    return dict(plan=plan, value=value, value_linear=value_linear, potentials=(f, g),
+                n_iter=n_iter, err=err, converged=converged)
+
+
+def _envelope(value, M, a, b, plan, f, g, balanced):
+    """Value with the envelope-theorem gradient: dV/dM = P, dV/da = f, dV/db = g."""
+    v = value.detach()
+    Md = M.detach()
+    finite = torch.isfinite(M)
+    v = v + torch.where(finite, plan.detach() * (M - Md), 0.0).sum((-2, -1))
+    if a.requires_grad or b.requires_grad:
+        if not balanced:
+            raise ValueError(
+                "grad='envelope' gives gradients w.r.t. a and b only for balanced "
+                "problems; detach a and b or use grad='autodiff'"
+            )
+        fc = f.detach() - f.detach().mean(-1, keepdim=True)
+        gc = g.detach() - g.detach().mean(-1, keepdim=True)
+        v = v + (fc * (a - a.detach())).sum(-1) + (gc * (b - b.detach())).sum(-1)
+    return v
+
+
+def _warn_convergence(res, method, max_iter):
+    if not res["converged"]:
+        warnings.warn(
+            f"skot.ot.solve(method={method!r}) did not converge in max_iter={max_iter} "
+            f"iterations (error {res['err']:.3g}); increase max_iter, loosen tol or "
+            "increase reg",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+
+
+@register_method("sinkhorn", needs_reg=True)
+def _sinkhorn(prob, opts):
+    """Balanced entropic OT: P 1 = a, P^T 1 = b."""
+    check_balanced(prob.a, prob.b)
+    return _entropic(prob, opts, "eq", "eq")
+
+
+@register_method("unbalanced", needs_reg=True)
+def _unbalanced(prob, opts):
+    """KL-relaxed marginals (``unbalanced=rho`` or a pair; inf = hard constraint)."""
+    if opts.get("unbalanced") is None:
+        raise ValueError("method='unbalanced' needs unbalanced=rho (a float > 0 or a pair)")
+    if opts["unbalanced_type"].upper() != "KL":
+        raise ValueError(
+            f"unbalanced_type={opts['unbalanced_type']!r} is not supported by the "
+            "entropic solver; use 'KL'"
+        )
+    return _entropic(prob, opts, "kl", "kl")
+
+
+@register_method("rows", needs_reg=True)
+def _rows(prob, opts):
+    """Row marginal only (columns free): P_ij = a_i softmax_j(-M_ij / reg)."""
+    return _entropic(prob, opts, "eq", "free")
+
+
+@register_method("cols", needs_reg=True)
+def _cols(prob, opts):
+    """Column marginal only (rows free)."""
+    return _entropic(prob, opts, "free", "eq")
+
+
+@register_method("total", needs_reg=True)
+def _total(prob, opts):
+    """Total mass only: P = mass * softmax over all entries of -M / reg."""
+    mass = opts.get("mass")
+    mass = 1.0 if mass is None else mass
+    return _entropic(prob, opts, "free", "free", total_mass=mass)
+
+
+@register_method("dbot", needs_reg=True)
+def _dbot(prob, opts):
+    """Double-bounded OT: P 1 = a, lo <= P^T 1 <= hi (``box``)."""
+    return _entropic(prob, opts, "eq", "box", box=opts.get("box"))
+
+
+@register_method("partial")
+def _partial(prob, opts):
+    """Partial OT: P 1 <= a, P^T 1 <= b, total mass ``mass``."""
+    mass = opts.get("mass")
+    if mass is None:
+        raise ValueError("method='partial' needs mass= (the total mass to transport)")
+    with torch.no_grad():
+        cap = float(torch.minimum(prob.a.sum(-1), prob.b.sum(-1)).min())
+    if mass > cap * (1 + 1e-9):
+        raise ValueError(
+            f"mass={mass!r} exceeds min(sum a, sum b) = {cap:.6g}; partial transport "
+            "cannot move more mass than either side holds"
+        )
+    if opts["reg"] is None:
+        return _pot_partial_exact(prob, opts, mass)
+    return _entropic(prob, opts, "le", "le", total_mass=mass)
+
+
+# --------------------------------------------------------------------- POT-backed
+def _np(x):
+    return np.ascontiguousarray(to_numpy(x), dtype=np.float64)
+
+
+def _from_np(x, like):
+    return torch.as_tensor(x, dtype=like.dtype, device=like.device)
+
+
+def _stack_results(results, prob, grad, balanced=True):
+    """Stack per-problem numpy results into batched tensors with envelope grads."""
+    M, a, b = prob.M, prob.a, prob.b
+    plan = torch.stack([_from_np(r[0], M) for r in results])
+    value_linear = (plan * M.detach()).sum((-2, -1))
+    pots = None
+    if results[0][1] is not None:
+        f = torch.stack([_from_np(r[1], M) for r in results])
+        g = torch.stack([_from_np(r[2], M) for r in results])
+        pots = (f, g)
+    extra = torch.stack([torch.as_tensor(r[3], dtype=M.dtype, device=M.device)
+                         for r in results])
+    value = value_linear + extra
+    if grad != "detach" and torch.is_grad_enabled() and (
+        M.requires_grad or a.requires_grad or b.requires_grad
+    ):
+        f, g = pots if pots is not None else (torch.zeros_like(a), torch.zeros_like(b))
+        value = _envelope(value, M, a, b, plan, f, g, balanced=balanced)
+    return plan, value, value_linear, pots
+
+
+@register_method("exact")
+def _exact(prob, opts):
+    """Exact OT by POT's network simplex (:func:`ot.emd`)."""
+    import ot
+
+    check_balanced(prob.a, prob.b)
+    if opts.get("mask") is not None:
+        raise ValueError("mask= is not supported by method='exact'; use a large cost")
+    max_iter = opts["max_iter"] if opts["max_iter"] is not None else 1_000_000
+    results, ok = [], True
+    for k in range(prob.M.shape[0]):
+        a, b = _np(prob.a[k]), _np(prob.b[k])
+        b = b * (a.sum() / b.sum())  # exact-sum rounding for the LP
+        plan, log = ot.emd(a, b, _np(prob.M[k]), numItermax=int(max_iter), log=True)
+        ok = ok and log.get("warning") is None
+        results.append((plan, log["u"], log["v"], 0.0))
+    plan, value, value_linear, pots = _stack_results(results, prob, opts["grad"])
+    return dict(plan=plan, value=value, value_linear=value_linear, potentials=pots,
+                n_iter=0, err=0.0, converged=ok)
+
+
+def _pot_partial_exact(prob, opts, mass):
+    import ot
+
+    results = []
+    for k in range(prob.M.shape[0]):
+        plan = ot.partial.partial_wasserstein(
+            _np(prob.a[k]), _np(prob.b[k]), _np(prob.M[k]), m=mass
+        )
+        results.append((plan, None, None, 0.0))
+    plan, value, value_linear, pots = _stack_results(results, prob, opts["grad"],
+                                                     balanced=False)
+    return dict(plan=plan, value=value, value_linear=value_linear, potentials=pots,
+                n_iter=0, err=0.0, converged=True)
+
+
+@register_method("sparse", needs_reg=True)
+def _sparse(prob, opts):
+    """Sparsity-constrained OT (at most ``max_nz`` non-zeros per column), via POT."""
+    import ot
+
+    check_balanced(prob.a, prob.b)
+    max_nz = opts.get("max_nz")
+    m_rows = prob.M.shape[-2]
+    if max_nz is None:
+        raise ValueError("method='sparse' needs max_nz= (non-zeros allowed per column)")
+    if isinstance(max_nz, bool) or not isinstance(max_nz, (int, np.integer)) or max_nz < 1:
+        raise ValueError(f"max_nz must be an integer >= 1, got {max_nz!r}")
+    reg = opts["reg"]
+    max_iter = opts["max_iter"] if opts["max_iter"] is not None else 500
+    tol = opts["tol"] if opts["tol"] is not None else 1e-9
+    results = []
+    for k in range(prob.M.shape[0]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            plan, log = ot.smooth.smooth_ot_dual(
+                _np(prob.a[k]), _np(prob.b[k]), _np(prob.M[k]), reg,
+                reg_type="sparsity_constrained", max_nz=int(min(max_nz, m_rows)),
+                numItermax=int(max_iter), stopThr=tol, log=True,
+            )
+        results.append((plan, log["alpha"], log["beta"], 0.5 * reg * (plan**2).sum()))
+    plan, value, value_linear, pots = _stack_results(results, prob, opts["grad"])
+    return dict(plan=plan, value=value, value_linear=value_linear, potentials=pots,
+                n_iter=0, err=0.0, converged=True)

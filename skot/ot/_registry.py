@@ -1,0 +1,55 @@
+"""Name -> method registry: the single source of truth for ``solver=`` names."""
+
+from __future__ import annotations
+
+_LINEAR: dict = {}
+_QUADRATIC: dict = {}
+_NEEDS_REG: set = set()
+
+__all__ = ["register_method", "get_method", "available_methods"]
+
+
+def register_method(name, *, needs_reg=False, quadratic=False):
+    """Register ``func(problem, options) -> dict`` under ``name``."""
+
+    def deco(func):
+        (_QUADRATIC if quadratic else _LINEAR)[name] = func
+        if needs_reg:
+            _NEEDS_REG.add(name)
+        return func
+
+    return deco
+
+
+def get_method(name, *, quadratic=False):
+    table = _QUADRATIC if quadratic else _LINEAR
+    if not isinstance(name, str):
+        raise TypeError(f"method must be a string, got {name!r}")
+    if name not in table:
+        other = _LINEAR if quadratic else _QUADRATIC
+        hint = ""
+        if name in other:
+            hint = (" (it is a "
+                    + ("linear method: use skot.ot.solve" if quadratic
+                       else "Gromov method: use skot.ot.solve_gromov") + ")")
+        raise ValueError(
+            f"method={name!r} is not a known {'Gromov ' if quadratic else ''}OT method"
+            f"{hint}; choose one of {sorted(table)}"
+        )
+    return table[name]
+
+
+def needs_reg(name):
+    return name in _NEEDS_REG
+
+
+def available_methods():
+    """Names accepted by ``skot.ot.solve(method=...)``, ``solve_gromov`` and by
+    every estimator's ``solver=`` parameter.
+
+    Returns
+    -------
+    methods : list of str
+        Linear methods first, then the (fused) Gromov-Wasserstein ones.
+    """
+    return list(_LINEAR) + list(_QUADRATIC)

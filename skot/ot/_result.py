@@ -1,0 +1,98 @@
+"""The result object returned by every solver of :mod:`skot.ot`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .._backend import to_numpy
+
+__all__ = ["OTResult"]
+
+
+@dataclass(eq=False)
+class OTResult:
+    """Solution of an optimal transport problem.
+
+    Attributes mirror POT's :class:`ot.utils.OTResult`. When the inputs were numpy
+    arrays every array attribute is a numpy array; for torch inputs they are tensors
+    on the inputs' device and dtype.
+
+    Attributes
+    ----------
+    plan : array of shape (n, m) or (B, n, m)
+        Transport plan. Built on first access for entropic solvers (only the
+        potentials are kept until then).
+    value : float, array of shape (B,) or 0-d tensor
+        Objective value, POT's convention: ``<M, P> + reg * KL(P | a b^T)`` for
+        entropic OT, plus the marginal penalties for unbalanced OT.
+    value_linear : same type as ``value``
+        The linear part ``<M, P>``.
+    potentials : tuple (f, g)
+        Dual potentials, in cost units, shapes (n,) and (m,) (or batched).
+    n_iter : int
+        Iterations run.
+    converged : bool
+        False when ``max_iter`` was reached before the tolerance (a
+        :class:`~sklearn.exceptions.ConvergenceWarning` was emitted).
+    method : str
+        Name of the method that produced the result.
+    err : float
+        Final error (marginal violation for balanced problems, relative change of
+        the potentials otherwise).
+    """
+
+    value: Any = None
+    value_linear: Any = None
+    potentials: Any = None
+    n_iter: int = 0
+    converged: bool = True
+    method: str = ""
+    err: float = 0.0
+    status: str = ""
+    _plan: Any = None
+    _plan_fn: Callable | None = field(default=None, repr=False)
+    _numpy: bool = field(default=False, repr=False)
+
+    @property
+    def plan(self):
+        if self._plan is None and self._plan_fn is not None:
+            self._plan = self._plan_fn()
+            self._plan_fn = None
+        return self._export(self._plan)
+
+    @property
+    def marginals(self):
+        """Tuple ``(P 1, P^T 1)`` of the plan's row and column sums."""
+        plan = self._plan if self._plan is not None else self.plan
+        if isinstance(plan, torch.Tensor):
+            return self._export(plan.sum(-1)), self._export(plan.sum(-2))
+        return plan.sum(-1), plan.sum(-2)
+
+    @property
+    def mass(self):
+        """Total transported mass."""
+        row, _ = self.marginals
+        return row.sum(-1)
+
+    def _export(self, x):
+        if self._numpy and isinstance(x, torch.Tensor):
+            return to_numpy(x)
+        return x
+
+    def __getattribute__(self, name):
+        # value, value_linear and potentials are stored as tensors and exported
+        # to numpy on access when the inputs were numpy.
+        value = object.__getattribute__(self, name)
+        if name in ("value", "value_linear") and object.__getattribute__(
+            self, "_numpy"
+        ):
+            if isinstance(value, torch.Tensor):
+                value = to_numpy(value)
+                return value.item() if value.ndim == 0 else value
+        if name == "potentials" and object.__getattribute__(self, "_numpy"):
+            if value is not None:
+                return tuple(to_numpy(v) for v in value)
+        return value

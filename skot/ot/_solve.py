@@ -1,0 +1,311 @@
+"""Public entry points :func:`solve` and :func:`solve_gromov`."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from . import _gromov, _linear  # noqa: F401  (register the methods)
+from ._linear import _warn_convergence
+from ._registry import get_method, needs_reg
+from ._result import OTResult
+from ._validation import (
+    Problem,
+    _to_tensor,
+    check_cost,
+    check_mask,
+    check_positive,
+    check_problem,
+    check_reg,
+)
+
+__all__ = ["solve", "solve_gromov"]
+
+_GRADS = ("autodiff", "envelope", "detach")
+_REG_TYPES = ("kl", "entropy")
+
+
+def _check_common(reg, reg_type, grad, max_iter, tol):
+    reg = check_reg(reg)
+    if grad not in _GRADS:
+        raise ValueError(f"grad must be one of {_GRADS}, got {grad!r}")
+    if not isinstance(reg_type, str) or reg_type.lower() not in _REG_TYPES:
+        raise ValueError(f"reg_type must be 'KL' or 'entropy', got {reg_type!r}")
+    if max_iter is not None and (
+        isinstance(max_iter, bool)
+        or not isinstance(max_iter, numbers.Integral)
+        or max_iter < 1
+    ):
+        raise ValueError(f"max_iter must be an integer >= 1 (or None), got {max_iter!r}")
+    tol = check_positive(tol, "tol")
+    return reg, tol
+
+
+def _default_tol(dtype):
+    return 1e-9 if dtype == torch.float64 else 1e-6
+
+
+def _finish(res, method, max_iter, batched, numpy_io):
+    _warn_convergence(res, method, max_iter)
+    plan = res["plan"]
+    value, value_linear = res["value"], res["value_linear"]
+    pots = res["potentials"]
+    if not batched:
+        plan = plan[0]
+        value, value_linear = value[0], value_linear[0]
+        if pots is not None:
+            pots = tuple(p[0] for p in pots)
+    return OTResult(
+        value=value,
+        value_linear=value_linear,
+        potentials=pots,
+        n_iter=res["n_iter"],
+        converged=bool(res["converged"]),
+        method=method,
+        err=float(res["err"]),
+        status="converged" if res["converged"] else "max_iter reached",
+        _plan=plan,
+        _numpy=numpy_io,
+    )
+
+
+def solve(
+    M,
+    a=None,
+    b=None,
+    *,
+    reg=None,
+    reg_type="KL",
+    unbalanced=None,
+    unbalanced_type="KL",
+    mass=None,
+    method=None,
+    max_iter=None,
+    tol=None,
+    grad="autodiff",
+    mask=None,
+    box=None,
+    max_nz=None,
+    potentials_init=None,
+    geometry="kernel",
+):
+    r"""Solve a discrete optimal transport problem.
+
+    The general problem (POT's :func:`ot.solve` vocabulary) is
+
+    .. math::
+
+        \min_{P \ge 0} \langle M, P \rangle + \mathrm{reg}\, \mathrm{KL}(P \| a b^\top)
+            + \rho_a \mathrm{KL}(P 1 \| a) + \rho_b \mathrm{KL}(P^\top 1 \| b)
+
+    with hard constraints instead of the KL penalties when ``unbalanced`` is None
+    (``P 1 = a``, ``P^T 1 = b``), ``P 1 <= a, P^T 1 <= b, 1^T P 1 = mass`` for
+    partial transport, and the constraint sets of the other methods below.
+
+    Parameters
+    ----------
+    M : array-like of shape (n, m) or (B, n, m)
+        Cost matrix (numpy or torch). Batched inputs solve B problems at once.
+    a, b : array-like of shape (n,) and (m,) (or (B, n), (B, m)), default=None
+        Marginal weights; uniform when None.
+    reg : float > 0 or None, default=None
+        Entropic regularisation; None means exact OT.
+    reg_type : {"KL", "entropy"}, default="KL"
+        Entropic term: ``KL(P | a b^T)`` or the negative entropy of P.
+    unbalanced : float, pair of floats or None
+        KL marginal relaxation ρ (``inf`` on one side = semi-relaxed).
+    unbalanced_type : {"KL"}, default="KL"
+    mass : float or None
+        Total transported mass (``method="partial"``, ``"total"``).
+    method : str or None
+        One of :func:`available_methods`. None picks ``"exact"`` (reg None),
+        ``"unbalanced"`` (unbalanced set), ``"partial"`` (mass set) or ``"sinkhorn"``.
+    max_iter : int, default=1000 for entropic methods
+    tol : float, default=1e-9 (float64) / 1e-6 (float32)
+        Stopping threshold on the L1 marginal error (balanced constraints) or the
+        change of the potentials in units of ``reg`` (other constraint sets).
+    grad : {"autodiff", "envelope", "detach"}, default="autodiff"
+        ``"autodiff"`` unrolls the iterations; ``"envelope"`` runs them without a
+        graph and gives ``value`` the gradient of the optimum (d value/dM = plan)
+        with memory of one n x m plan; ``"detach"`` returns constants.
+    mask : bool array of shape (n, m), optional
+        False marks forbidden pairs (the plan is exactly 0 there).
+    box : float or pair of arrays, optional
+        ``method="dbot"``: bounds ``(lo, hi)`` on the column sums, or δ for
+        ``[(1-δ) b, (1+δ) b]`` (default δ = 0.5).
+    max_nz : int, optional
+        ``method="sparse"``: at most ``max_nz`` non-zeros per column.
+    potentials_init : tuple (f, g), optional
+        Warm start for the entropic solvers (potentials of an earlier result).
+    geometry : {"kernel", "log"}, default="kernel"
+        How the entropic iterations are computed (see :mod:`skot.ot._sinkhorn`);
+        both give the same result, ``"kernel"`` is faster.
+
+    Returns
+    -------
+    result : OTResult
+        ``.plan``, ``.value``, ``.value_linear``, ``.potentials``, ``.n_iter``,
+        ``.converged``, ``.marginals``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skot.ot import solve
+    >>> M = np.array([[0.0, 1.0], [1.0, 0.0]])
+    >>> solve(M).value
+    0.0
+    >>> res = solve(M, reg=0.1)
+    >>> np.allclose(res.plan.sum(1), 0.5)
+    True
+    """
+    reg, tol = _check_common(reg, reg_type, grad, max_iter, tol)
+    if method is None:
+        if unbalanced is not None:
+            method = "unbalanced"
+        elif mass is not None:
+            method = "partial"
+        else:
+            method = "sinkhorn" if reg is not None else "exact"
+    func = get_method(method)
+    if needs_reg(method) and reg is None:
+        raise ValueError(f"method={method!r} needs reg > 0 (entropic), got reg=None")
+    if method in ("exact",) and reg is not None:
+        raise ValueError(f"method='exact' solves unregularised OT; got reg={reg!r}")
+    if unbalanced is not None and method != "unbalanced":
+        raise ValueError(
+            f"unbalanced={unbalanced!r} is only used by method='unbalanced', "
+            f"got method={method!r}"
+        )
+    mass = check_positive(mass, "mass")
+    prob = check_problem(M, a, b)
+    mask_t = check_mask(mask, prob.M)
+    if max_iter is None:
+        max_iter = 1000
+    if tol is None:
+        tol = _default_tol(prob.M.dtype)
+    opts = dict(
+        reg=reg, reg_type=reg_type, unbalanced=unbalanced,
+        unbalanced_type=unbalanced_type, mass=mass, max_iter=max_iter, tol=tol,
+        grad=grad, mask=mask_t, box=box, max_nz=max_nz,
+        potentials_init=potentials_init, geometry=geometry,
+    )
+    res = func(prob, opts)
+    return _finish(res, method, max_iter, prob.batched, prob.numpy_io)
+
+
+def _check_graph(C, name, size, like, batched):
+    C = _to_tensor(C, name, like=like)
+    expected = (size, size)
+    if batched and C.ndim == 2:
+        C = C.expand(like.shape[0], size, size)
+    shape = tuple(C.shape[-2:])
+    if shape != expected or C.ndim != (3 if batched else 2):
+        raise ValueError(
+            f"{name} has shape {tuple(C.shape)}; expected {expected} to match M "
+            f"(or batched {(like.shape[0],) + expected})"
+        )
+    if not torch.isfinite(C).all():
+        raise ValueError(f"{name} contains NaN or inf; structure matrices must be finite")
+    return C
+
+
+def solve_gromov(
+    Ca,
+    Cb,
+    M=None,
+    a=None,
+    b=None,
+    *,
+    alpha=0.5,
+    reg=None,
+    reg_type="KL",
+    loss="L2",
+    unbalanced=None,
+    unbalanced_type="KL",
+    method=None,
+    max_iter=None,
+    tol=None,
+    grad="autodiff",
+):
+    r"""Solve a (fused) Gromov-Wasserstein problem with the square loss.
+
+    .. math::
+
+        \min_{P \in U(a, b)} (1-\alpha) \langle M, P \rangle
+            + \alpha \sum_{ijkl} (C^a_{ik} - C^b_{jl})^2 P_{ij} P_{kl}
+            + \mathrm{reg}\, \mathrm{KL}(P \| a b^\top)
+
+    Parameters
+    ----------
+    Ca : array-like of shape (n, n) or (B, n, n)
+        Structure (distance or similarity) matrix of the source points.
+    Cb : array-like of shape (m, m) or (B, m, m)
+        Structure matrix of the target points.
+    M : array-like of shape (n, m), optional
+        Feature cost (fused GW); None means pure GW (``alpha`` is then 1).
+    a, b : array-like of shape (n,), (m,), optional
+        Marginals, uniform when None.
+    alpha : float in [0, 1], default=0.5
+        Weight of the structure term.
+    reg : float > 0 or None
+        Entropic regularisation (``method="fgw"``); None: exact conditional
+        gradient (``method="fgw_exact"``, POT).
+    reg_type : {"KL", "entropy"}
+    loss : {"L2"}
+        Only the square loss is implemented.
+    unbalanced : float or pair, optional
+        KL relaxation of the marginals (entropic solver only).
+    method : {"fgw", "fgw_exact"} or None
+    max_iter : int, default=100 outer iterations
+    tol : float, default=1e-7
+        Stop when the plan changes by less than ``tol`` (max abs).
+    grad : {"autodiff", "envelope", "detach"}
+
+    Returns
+    -------
+    result : OTResult
+        ``value`` is the FGW objective without the entropic term.
+    """
+    reg, tol = _check_common(reg, reg_type, grad, max_iter, tol)
+    if loss != "L2":
+        raise ValueError(f"loss={loss!r} is not supported; only loss='L2' is")
+    alpha = check_positive(alpha, "alpha", strict=False)
+    if alpha > 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if method is None:
+        method = "fgw" if reg is not None else "fgw_exact"
+    func = get_method(method, quadratic=True)
+    if needs_reg(method) and reg is None:
+        raise ValueError(f"method={method!r} needs reg > 0, got reg=None")
+    Ca_t = _to_tensor(Ca, "Ca")
+    numpy_io = not isinstance(Ca, torch.Tensor)
+    if Ca_t.ndim not in (2, 3):
+        raise ValueError(f"Ca must have shape (n, n) or (B, n, n), got {tuple(Ca_t.shape)}")
+    Cb_t = _to_tensor(Cb, "Cb", like=Ca_t)
+    n, m = Ca_t.shape[-1], Cb_t.shape[-1]
+    if M is None:
+        shape = Ca_t.shape[:-2] + (n, m)
+        M = torch.zeros(shape, dtype=Ca_t.dtype, device=Ca_t.device)
+        alpha = 1.0
+    Mt, _ = check_cost(M if isinstance(M, torch.Tensor) else _to_tensor(M, "M", like=Ca_t))
+    prob = check_problem(Mt, a, b)
+    prob.numpy_io = numpy_io
+    prob.Ca = _check_graph(Ca_t, "Ca", n, prob.M, True)
+    prob.Cb = _check_graph(Cb_t, "Cb", m, prob.M, True)
+    if prob.M.shape[-2:] != (n, m):
+        raise ValueError(f"M has shape {tuple(prob.M.shape)}, expected {(n, m)}")
+    if max_iter is None:
+        max_iter = 100
+    if tol is None:
+        tol = 1e-7
+    opts = dict(
+        reg=reg, reg_type=reg_type, unbalanced=unbalanced,
+        unbalanced_type=unbalanced_type, alpha=alpha, max_iter=max_iter, tol=tol,
+        grad=grad, mask=None,
+    )
+    res = func(prob, opts)
+    return _finish(res, method, max_iter, prob.batched, numpy_io)
+
+
+_ = Problem

@@ -1,0 +1,176 @@
+"""Input checks for the solver layer: every error names the parameter and value."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import numpy as np
+import torch
+
+from .._backend import as_tensor
+
+__all__ = ["check_problem", "check_reg", "check_positive", "Problem"]
+
+
+def _describe(x):
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return f"array of shape {tuple(x.shape)}"
+    return repr(x)
+
+
+def check_reg(reg, name="reg", allow_none=True):
+    """Validate an entropic regularisation strength (None or a finite float > 0)."""
+    if reg is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name}=None is not allowed here; pass a float > 0")
+    if isinstance(reg, bool) or not isinstance(reg, (Real, np.floating)):
+        raise TypeError(f"{name} must be a float > 0 or None, got {reg!r}")
+    reg = float(reg)
+    if not math.isfinite(reg) or reg <= 0:
+        raise ValueError(f"{name} must be a finite float > 0 (or None), got {reg!r}")
+    return reg
+
+
+def check_positive(value, name, *, allow_none=True, allow_inf=False, strict=True):
+    """Validate a non-negative (or positive) scalar parameter."""
+    if value is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name}=None is not allowed")
+    if isinstance(value, bool) or not isinstance(value, (Real, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if value < 0 or (strict and value == 0):
+        bound = "> 0" if strict else ">= 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return value
+
+
+def _to_tensor(x, name, like=None):
+    if x is None:
+        return None
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # pragma: no cover - exotic inputs
+            raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
+        if arr.dtype == object or not (
+            np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
+        ):
+            raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+        t = as_tensor(arr)
+    if like is not None:
+        t = t.to(device=like.device, dtype=like.dtype)
+    elif not t.is_floating_point():
+        t = t.to(torch.float64)
+    return t
+
+
+class Problem:
+    """A validated linear OT problem: torch tensors, batched (B, n, m)."""
+
+    def __init__(self, M, a, b, batched, numpy_io):
+        self.M, self.a, self.b = M, a, b
+        self.batched = batched
+        self.numpy_io = numpy_io
+
+    @property
+    def shape(self):
+        return self.M.shape
+
+
+def check_cost(M, name="M", allow_inf=False):
+    if M is None:
+        raise ValueError(f"{name} must be given, got None")
+    numpy_io = not isinstance(M, torch.Tensor)
+    M = _to_tensor(M, name)
+    if M.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must have shape (n, m) or (B, n, m), got shape {tuple(M.shape)}"
+        )
+    if M.shape[-1] == 0 or M.shape[-2] == 0 or (M.ndim == 3 and M.shape[0] == 0):
+        raise ValueError(f"{name} is empty: shape {tuple(M.shape)}, need n, m >= 1")
+    with torch.no_grad():
+        if torch.isnan(M).any():
+            raise ValueError(f"{name} contains NaN; the cost matrix must be finite")
+        if not allow_inf and torch.isinf(M).any():
+            raise ValueError(
+                f"{name} contains inf; the cost matrix must be finite (use mask= to "
+                "forbid pairs)"
+            )
+    return M, numpy_io
+
+
+def check_weights(w, name, size, M, batched):
+    """Weights of shape (size,) or (B, size); uniform when None."""
+    B = M.shape[0] if batched else None
+    if w is None:
+        shape = (B, size) if batched else (size,)
+        return torch.full(shape, 1.0 / size, dtype=M.dtype, device=M.device)
+    w = _to_tensor(w, name, like=M)
+    expected = (size,) if not batched else (B, size)
+    if batched and w.ndim == 1 and w.shape[0] == size:
+        w = w.expand(B, size)
+    if tuple(w.shape) != expected:
+        raise ValueError(
+            f"{name} has shape {tuple(w.shape)} but the cost matrix needs length "
+            f"{size} (shape {expected})"
+        )
+    with torch.no_grad():
+        if not torch.isfinite(w).all():
+            raise ValueError(f"{name} contains NaN or inf; weights must be finite")
+        if (w < 0).any():
+            raise ValueError(f"{name} has negative entries; weights must be non-negative")
+        if (w.sum(-1) <= 0).any():
+            raise ValueError(f"{name} sums to 0; weights need positive total mass")
+    return w
+
+
+def check_problem(M, a, b, *, allow_inf=False):
+    """Convert and validate ``M, a, b``; returns a :class:`Problem`."""
+    M, numpy_io = check_cost(M, allow_inf=allow_inf)
+    batched = M.ndim == 3
+    a = check_weights(a, "a", M.shape[-2], M, batched)
+    b = check_weights(b, "b", M.shape[-1], M, batched)
+    if not batched:
+        M, a, b = M.unsqueeze(0), a.unsqueeze(0), b.unsqueeze(0)
+    return Problem(M, a, b, batched, numpy_io)
+
+
+def check_mask(mask, M):
+    """Boolean mask of allowed pairs, broadcast to ``M`` (B, n, m)."""
+    if mask is None:
+        return None
+    mask = _to_tensor(mask, "mask")
+    if mask.dtype != torch.bool:
+        if not torch.isin(mask, torch.tensor([0, 1], dtype=mask.dtype)).all():
+            raise ValueError("mask must be boolean (True = allowed pair)")
+        mask = mask.bool()
+    mask = mask.to(M.device)
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.shape[-2:] != M.shape[-2:] or mask.shape[0] not in (1, M.shape[0]):
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)}, expected {tuple(M.shape[-2:])} "
+            f"(or batched {tuple(M.shape)})"
+        )
+    return mask.expand_as(M)
+
+
+def check_balanced(a, b, name="unbalanced"):
+    with torch.no_grad():
+        ma, mb = a.sum(-1), b.sum(-1)
+        tol = 1e-6 if a.dtype == torch.float64 else 1e-4
+        if ((ma - mb).abs() > tol * torch.maximum(ma, mb)).any():
+            raise ValueError(
+                f"a and b have different total mass (sum a = {ma.flatten()[0].item():.6g},"
+                f" sum b = {mb.flatten()[0].item():.6g}); a balanced problem needs equal "
+                f"sums: normalise them, or pass {name}= (KL-relaxed marginals) or "
+                "mass= (partial transport)"
+            )
