@@ -127,17 +127,16 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
         C, ra_p, rb_p = C.detach(), ra_p.detach(), rb_p.detach()
     if grad == "envelope":
         ra_p, rb_p = ra_p.detach(), rb_p.detach()
-    logP = (f.unsqueeze(-1) + g.unsqueeze(-2) - C) / eps + ra_p.unsqueeze(-1) + rb_p.unsqueeze(-2)
-    plan = torch.exp(logP)
-    finite = torch.isfinite(C)
-    PC = torch.where(finite, plan * torch.where(finite, C, 0.0), 0.0)
-    value_linear = PC.sum((-2, -1))
-    # reg * sum P log(P / ref), with log(P / ref) = (f + g - C) / eps exactly
-    logratio = (f.unsqueeze(-1) + g.unsqueeze(-2) - torch.where(finite, C, 0.0)) / eps
-    ent = torch.where(finite, plan * logratio, 0.0)
-    value = value_linear + eps * ent.sum((-2, -1))
+    plan = _plan_from_potentials(C, f, g, eps, ra_p, rb_p)
+    r, c = plan.sum(-1), plan.sum(-2)
+    if mask is None:
+        value_linear = (plan * C).sum((-2, -1)) if plan.requires_grad else _bdot(plan, C)
+    else:
+        value_linear = torch.where(mask, plan * C.masked_fill(~mask, 0.0), 0.0).sum((-2, -1))
+    # primal value <C, P> + reg * sum P log(P / ref); since log(P / ref) equals
+    # (f + g - C) / reg exactly, it is <f, P 1> + <g, P^T 1>: no n x m pass needed.
+    value = (f * r).sum(-1) + (g * c).sum(-1)
     if rho is not None:
-        r, c = plan.sum(-1), plan.sum(-2)
         if not math.isinf(rho[0]):
             value = value + rho[0] * (r * (_tiny_log(r) - _tiny_log(a))).sum(-1)
         if not math.isinf(rho[1]):
@@ -147,6 +146,22 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
         plan = plan.detach() if not M.requires_grad else plan
     return dict(plan=plan, value=value, value_linear=value_linear, potentials=(f, g),
                 n_iter=n_iter, err=err, converged=converged)
+
+
+def _bdot(P, C):
+    return torch.stack([torch.dot(P[k].reshape(-1), C[k].reshape(-1))
+                        for k in range(P.shape[0])])
+
+
+def _plan_from_potentials(C, f, g, eps, ra, rb):
+    """P = exp((f + g - C) / eps + ra + rb), in place when no graph is needed."""
+    u = f / eps + ra
+    v = g / eps + rb
+    if not (C.requires_grad or u.requires_grad or v.requires_grad):
+        t = torch.sub(u.unsqueeze(-1), C, alpha=1.0 / eps)
+        t.add_(v.unsqueeze(-2))
+        return t.exp_()
+    return torch.exp(u.unsqueeze(-1) + v.unsqueeze(-2) - C / eps)
 
 
 def _envelope(value, M, a, b, plan, f, g, balanced):

@@ -107,13 +107,20 @@ class _State:
         return self.hb + self.eps * self.eta
 
 
-def _log_kernel(C, st, ra, rb, absorbed=True):
+def _log_kernel(C, st, ra, rb, absorbed=True, exp=False):
+    """(f + g + h - C) / eps + ra + rb, fused in place when no graph is needed."""
     eps = st.eps
     if absorbed:
-        num = st.fb.unsqueeze(-1) + st.gb.unsqueeze(-2) + st.hb[:, None, None] - C
+        u = (st.fb + st.hb.unsqueeze(-1)) / eps + ra
+        v = st.gb / eps + rb
     else:
-        num = -C
-    return num / eps + ra.unsqueeze(-1) + rb.unsqueeze(-2)
+        u, v = ra, rb
+    if not (C.requires_grad or u.requires_grad or v.requires_grad):
+        t = torch.sub(u.unsqueeze(-1), C, alpha=1.0 / eps)
+        t.add_(v.unsqueeze(-2))
+        return t.exp_() if exp else t
+    t = u.unsqueeze(-1) + v.unsqueeze(-2) - C / eps
+    return torch.exp(t) if exp else t
 
 
 def sinkhorn_core(
@@ -164,7 +171,7 @@ def sinkhorn_core(
     tau = 30.0 if dtype in (torch.float32, torch.float16, torch.bfloat16) else 200.0
     use_kernel = geometry == "kernel"
     if use_kernel:
-        K = torch.exp(_log_kernel(C, st, ra, rb))
+        K = _log_kernel(C, st, ra, rb, exp=True)
     else:
         logK = _log_kernel(C, st, ra, rb, absorbed=False)
     need_absorb = False
@@ -179,7 +186,7 @@ def sinkhorn_core(
         st.alpha = torch.zeros_like(st.alpha)
         st.beta = torch.zeros_like(st.beta)
         st.eta = torch.zeros_like(st.eta)
-        K = torch.exp(_log_kernel(C, st, ra, rb))
+        K = _log_kernel(C, st, ra, rb, exp=True)
 
     def log_rowsum(beta):
         # log of sum_j Ktilde_ij exp(beta_j)

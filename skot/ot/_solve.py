@@ -42,8 +42,17 @@ def _check_common(reg, reg_type, grad, max_iter, tol):
     return reg, tol
 
 
-def _default_tol(dtype):
-    return 1e-9 if dtype == torch.float64 else 1e-6
+def _default_tol(M, reg):
+    """1e-9 in float64; in lower precision the marginal error cannot go below the
+    rounding of (f + g - M) / reg, about eps * max|M| / reg, so the default is
+    max(1e-6, 0.2 * eps * max|M| / reg)."""
+    if M.dtype == torch.float64:
+        return 1e-9
+    if reg is None:
+        return 1e-6
+    with torch.no_grad():
+        scale = float(M.abs().max())
+    return max(1e-6, 0.2 * torch.finfo(M.dtype).eps * scale / reg)
 
 
 def _finish(res, method, max_iter, batched, numpy_io):
@@ -122,7 +131,7 @@ def solve(
         One of :func:`available_methods`. None picks ``"exact"`` (reg None),
         ``"unbalanced"`` (unbalanced set), ``"partial"`` (mass set) or ``"sinkhorn"``.
     max_iter : int, default=1000 for entropic methods
-    tol : float, default=1e-9 (float64) / 1e-6 (float32)
+    tol : float, default=1e-9 (float64); float32: max(1e-6, 0.2 eps max|M| / reg)
         Stopping threshold on the L1 marginal error (balanced constraints) or the
         change of the potentials in units of ``reg`` (other constraint sets).
     grad : {"autodiff", "envelope", "detach"}, default="autodiff"
@@ -183,7 +192,7 @@ def solve(
     if max_iter is None:
         max_iter = 1000
     if tol is None:
-        tol = _default_tol(prob.M.dtype)
+        tol = _default_tol(prob.M, reg)
     opts = dict(
         reg=reg, reg_type=reg_type, unbalanced=unbalanced,
         unbalanced_type=unbalanced_type, mass=mass, max_iter=max_iter, tol=tol,
@@ -197,12 +206,13 @@ def solve(
 def _check_graph(C, name, size, like, batched):
     C = _to_tensor(C, name, like=like)
     expected = (size, size)
-    if batched and C.ndim == 2:
-        C = C.expand(like.shape[0], size, size)
     shape = tuple(C.shape[-2:])
+    if batched and C.ndim == 2 and shape == expected:
+        C = C.expand(like.shape[0], size, size)
     if shape != expected or C.ndim != (3 if batched else 2):
         raise ValueError(
-            f"{name} has shape {tuple(C.shape)}; expected {expected} to match M "
+            f"{name} has shape {tuple(C.shape)}; expected {expected} to match M of "
+            f"shape {tuple(like.shape[-2:])} "
             f"(or batched {(like.shape[0],) + expected})"
         )
     if not torch.isfinite(C).all():
@@ -291,10 +301,9 @@ def solve_gromov(
     Mt, _ = check_cost(M if isinstance(M, torch.Tensor) else _to_tensor(M, "M", like=Ca_t))
     prob = check_problem(Mt, a, b)
     prob.numpy_io = numpy_io
-    prob.Ca = _check_graph(Ca_t, "Ca", n, prob.M, True)
-    prob.Cb = _check_graph(Cb_t, "Cb", m, prob.M, True)
-    if prob.M.shape[-2:] != (n, m):
-        raise ValueError(f"M has shape {tuple(prob.M.shape)}, expected {(n, m)}")
+    n_m, m_m = prob.M.shape[-2:]
+    prob.Ca = _check_graph(Ca_t, "Ca", n_m, prob.M, True)
+    prob.Cb = _check_graph(Cb_t, "Cb", m_m, prob.M, True)
     if max_iter is None:
         max_iter = 100
     if tol is None:

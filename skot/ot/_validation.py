@@ -97,6 +97,8 @@ def check_cost(M, name="M", allow_inf=False):
     if M.shape[-1] == 0 or M.shape[-2] == 0 or (M.ndim == 3 and M.shape[0] == 0):
         raise ValueError(f"{name} is empty: shape {tuple(M.shape)}, need n, m >= 1")
     with torch.no_grad():
+        if bool(torch.isfinite(M).all()):
+            return M, numpy_io
         if torch.isnan(M).any():
             raise ValueError(f"{name} contains NaN; the cost matrix must be finite")
         if not allow_inf and torch.isinf(M).any():

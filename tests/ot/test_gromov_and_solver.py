@@ -1,0 +1,113 @@
+"""solve_gromov against POT; solver objects as hyperparameters."""
+
+import numpy as np
+import ot
+import pytest
+import torch
+from sklearn.base import clone
+
+import skot.ot as so
+
+
+def _graphs(rng, n=12, m=9, d=4):
+    X, Y = rng.normal(size=(n, d)), rng.normal(size=(m, d))
+    Ca, Cb = ot.dist(X, X), ot.dist(Y, Y)
+    Ca, Cb = Ca / Ca.max(), Cb / Cb.max()
+    M = ot.dist(X, Y[:, :d])
+    return Ca, Cb, M / M.max()
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 0.9])
+def test_exact_fgw_matches_pot(rng, alpha):
+    Ca, Cb, M = _graphs(rng)
+    res = so.solve_gromov(Ca, Cb, M, alpha=alpha)
+    a, b = ot.unif(12), ot.unif(9)
+    ref = ot.gromov.fused_gromov_wasserstein2(M, Ca, Cb, a, b, alpha=alpha)
+    assert res.value <= ref + 1e-9
+    np.testing.assert_allclose(res.plan.sum(1), a, atol=1e-8)
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.5])
+@pytest.mark.parametrize("reg", [0.05, 0.01])
+def test_entropic_fgw_no_worse_than_pot(rng, alpha, reg):
+    Ca, Cb, M = _graphs(rng)
+    a, b = ot.unif(12), ot.unif(9)
+    res = so.solve_gromov(Ca, Cb, M, alpha=alpha, reg=reg, max_iter=200)
+    P_pot = ot.gromov.entropic_fused_gromov_wasserstein(
+        M, Ca, Cb, a, b, epsilon=reg, alpha=alpha, max_iter=200
+    )
+    t = lambda x: torch.tensor(x)[None]  # noqa: E731
+    pot_value = so.fgw_objective(t(M), t(Ca), t(Cb), t(P_pot), alpha)[0].item()
+    assert res.value <= pot_value + 1e-6
+    np.testing.assert_allclose(res.plan.sum(1), a, atol=1e-6)
+    np.testing.assert_allclose(res.plan.sum(0), b, atol=1e-6)
+
+
+def test_fgw_alpha_zero_is_linear_ot(rng):
+    Ca, Cb, M = _graphs(rng)
+    res = so.solve_gromov(Ca, Cb, M, alpha=0.0, reg=0.05)
+    np.testing.assert_allclose(res.plan, so.solve(M, reg=0.05).plan, atol=1e-7)
+
+
+def test_fgw_envelope_gradient_wrt_M(rng):
+    Ca, Cb, M = _graphs(rng)
+    Mt = torch.tensor(M, requires_grad=True)
+    res = so.solve_gromov(torch.tensor(Ca), torch.tensor(Cb), Mt, alpha=0.3, reg=0.05,
+                          grad="envelope")
+    res.value.backward()
+    torch.testing.assert_close(Mt.grad, 0.7 * res.plan.detach())
+
+
+def test_fgw_batched_equals_loop(rng):
+    Ca, Cb, M = _graphs(rng)
+    Ca2, Cb2, M2 = _graphs(np.random.default_rng(5))
+    res = so.solve_gromov(np.stack([Ca, Ca2]), np.stack([Cb, Cb2]), np.stack([M, M2]),
+                          alpha=0.5, reg=0.05)
+    for k, (A, B, C) in enumerate([(Ca, Cb, M), (Ca2, Cb2, M2)]):
+        single = so.solve_gromov(A, B, C, alpha=0.5, reg=0.05)
+        np.testing.assert_allclose(res.plan[k], single.plan, atol=1e-6)
+
+
+def test_gromov_bad_input(rng):
+    Ca, Cb, M = _graphs(rng)
+    with pytest.raises(ValueError, match="alpha"):
+        so.solve_gromov(Ca, Cb, M, alpha=1.5)
+    with pytest.raises(ValueError, match="Cb"):
+        so.solve_gromov(Ca, Cb[:3, :3], M)
+    with pytest.raises(ValueError, match="loss"):
+        so.solve_gromov(Ca, Cb, M, loss="KL")
+    with pytest.raises(ValueError, match="solve_gromov"):
+        so.solve(M, reg=0.1, method="fgw")
+
+
+def test_available_methods_lists_everything():
+    names = so.available_methods()
+    for name in ["exact", "sinkhorn", "unbalanced", "partial", "dbot", "rows", "cols",
+                 "total", "sparse", "fgw", "fgw_exact"]:
+        assert name in names
+
+
+def test_get_solver_names_objects_and_errors():
+    s = so.get_solver("unbalanced", reg=0.1, unbalanced=2.0)
+    assert isinstance(s, so.OTSolver) and s.reg == 0.1 and s.unbalanced == 2.0
+    custom = so.OTSolver("sinkhorn", reg=0.3)
+    got = so.get_solver(custom, reg=0.01)
+    assert got is not custom and got.reg == 0.3  # the object's own settings win
+    with pytest.raises(ValueError, match="solver='nope'"):
+        so.get_solver("nope")
+    with pytest.raises(TypeError, match="solver"):
+        so.get_solver(3.0)
+
+
+def test_solver_object_is_a_clonable_hyperparameter(rng):
+    s = so.OTSolver("sinkhorn", reg=0.2, max_iter=50)
+    c = clone(s)
+    assert c.get_params() == s.get_params()
+    c.set_params(reg=0.5)
+    assert s.reg == 0.2
+    M = rng.random((4, 3))
+    np.testing.assert_allclose(s.solve(M).plan, so.solve(M, reg=0.2, max_iter=50).plan)
+    # exact ignores reg; linear names map to FGW in solve_gromov
+    assert so.OTSolver("exact", reg=0.2).solve(M).method == "exact"
+    Ca, Cb = np.eye(4), np.eye(3)
+    assert s.solve_gromov(Ca, Cb, M).method == "fgw"

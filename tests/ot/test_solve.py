@@ -1,0 +1,350 @@
+"""skot.ot.solve against independent references (POT, scipy, closed forms)."""
+
+import warnings
+
+import numpy as np
+import ot
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
+from sklearn.exceptions import ConvergenceWarning
+
+import skot.ot as so
+
+
+def _problem(rng, n=7, m=5):
+    M = rng.random((n, m))
+    a = rng.random(n) + 0.1
+    b = rng.random(m) + 0.1
+    return M, a / a.sum(), b / b.sum()
+
+
+def _cosine_cost(rng, n, m, d=16):
+    X = rng.normal(size=(n, d))
+    Y = rng.normal(size=(m, d)) + 0.5
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    return 1 - X @ Y.T  # in [0, 2]
+
+
+# ------------------------------------------------------------------ exact
+def test_exact_matches_pot_and_hungarian(rng):
+    M, a, b = _problem(rng)
+    res = so.solve(M, a, b)
+    ref = ot.emd2(a, b, M)
+    assert res.value == pytest.approx(ref, rel=1e-6)
+    assert res.method == "exact"
+    # uniform square problem: the optimum is a permutation (scipy reference)
+    C = rng.random((6, 6))
+    rows, cols = linear_sum_assignment(C)
+    res = so.solve(C)
+    assert res.value == pytest.approx(C[rows, cols].mean(), rel=1e-6)
+    np.testing.assert_allclose(res.plan[rows, cols], 1 / 6, atol=1e-12)
+
+
+def test_exact_envelope_gradient_is_plan(rng):
+    M, a, b = _problem(rng)
+    Mt = torch.tensor(M, requires_grad=True)
+    res = so.solve(Mt, torch.tensor(a), torch.tensor(b))
+    res.value.backward()
+    torch.testing.assert_close(Mt.grad, res.plan)
+
+
+# ------------------------------------------------------------------ entropic
+@pytest.mark.parametrize("reg", [0.5, 0.05])
+def test_sinkhorn_plan_matches_pot(rng, reg):
+    M, a, b = _problem(rng)
+    res = so.solve(M, a, b, reg=reg)
+    ref = ot.sinkhorn(a, b, M, reg, method="sinkhorn_log", stopThr=1e-14,
+                      numItermax=100000)
+    np.testing.assert_allclose(res.plan, ref, atol=1e-7)
+    pot = ot.solve(M, a, b, reg=reg, tol=1e-14, max_iter=100000)
+    assert res.value == pytest.approx(float(pot.value), rel=1e-8)
+    assert res.value_linear == pytest.approx(float(pot.value_linear), rel=1e-8)
+    assert res.converged
+
+
+@pytest.mark.parametrize("reg", [0.5, 0.05])
+def test_sinkhorn_log_and_kernel_geometries_agree(rng, reg):
+    M, a, b = _problem(rng, 12, 9)
+    p1 = so.solve(M, a, b, reg=reg, geometry="kernel").plan
+    p2 = so.solve(M, a, b, reg=reg, geometry="log").plan
+    np.testing.assert_allclose(p1, p2, atol=1e-10)
+
+
+@pytest.mark.parametrize("reg", [0.5, 0.05])
+def test_entropy_reg_type_matches_pot(rng, reg):
+    M, a, b = _problem(rng)
+    res = so.solve(M, a, b, reg=reg, reg_type="entropy")
+    pot = ot.solve(M, a, b, reg=reg, reg_type="entropy", tol=1e-14, max_iter=100000)
+    np.testing.assert_allclose(res.plan, pot.plan, atol=1e-7)
+    assert res.value == pytest.approx(float(pot.value), rel=1e-7)
+
+
+@pytest.mark.parametrize("reg", [0.5, 0.05])
+@pytest.mark.parametrize("rho", [1.0, (0.5, 2.0)])
+def test_unbalanced_plan_matches_pot(rng, reg, rho):
+    M, a, b = _problem(rng)
+    res = so.solve(M, a, b, reg=reg, unbalanced=rho)
+    assert res.method == "unbalanced"
+    reg_m = rho if np.isscalar(rho) else rho
+    ref = ot.unbalanced.sinkhorn_unbalanced(a, b, M, reg, reg_m, stopThr=1e-15,
+                                            numItermax=100000)
+    np.testing.assert_allclose(res.plan, ref, atol=1e-7)
+    pot = ot.solve(M, a, b, reg=reg, unbalanced=rho, tol=1e-15, max_iter=100000)
+    assert res.value == pytest.approx(float(pot.value), abs=1e-8)
+
+
+def test_semi_relaxed_inf_side_keeps_that_marginal(rng):
+    M, a, b = _problem(rng)
+    res = so.solve(M, a, b, reg=0.1, unbalanced=(np.inf, 1.0))
+    np.testing.assert_allclose(res.plan.sum(1), a, atol=1e-8)
+    assert not np.allclose(res.plan.sum(0), b, atol=1e-4)
+
+
+@pytest.mark.parametrize("reg", [0.5, 0.05])
+def test_entropic_partial_matches_pot(rng, reg):
+    M, a, b = _problem(rng)
+    res = so.solve(M, a, b, reg=reg, mass=0.6, reg_type="entropy")
+    ref = ot.partial.entropic_partial_wasserstein(a, b, M, reg, m=0.6,
+                                                  stopThr=1e-15, numItermax=100000)
+    np.testing.assert_allclose(res.plan, ref, atol=1e-7)
+    assert res.mass == pytest.approx(0.6, abs=1e-8)
+    assert (res.plan.sum(1) <= a + 1e-9).all() and (res.plan.sum(0) <= b + 1e-9).all()
+
+
+def test_exact_partial_matches_pot(rng):
+    M, a, b = _problem(rng)
+    res = so.solve(M, a, b, mass=0.5)
+    ref = ot.partial.partial_wasserstein2(a, b, M, m=0.5)
+    assert res.value == pytest.approx(ref, rel=1e-6)
+    assert res.mass == pytest.approx(0.5, rel=1e-9)
+
+
+def test_batched_equals_loop(rng):
+    Ms = rng.random((4, 6, 5))
+    res = so.solve(Ms, reg=0.1)
+    assert res.plan.shape == (4, 6, 5) and res.value.shape == (4,)
+    for k in range(4):
+        single = so.solve(Ms[k], reg=0.1)
+        np.testing.assert_allclose(res.plan[k], single.plan, atol=1e-9)
+        assert res.value[k] == pytest.approx(single.value, rel=1e-9)
+    exact = so.solve(Ms)
+    np.testing.assert_allclose(exact.value, [so.solve(m).value for m in Ms], rtol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["sinkhorn", "unbalanced"])
+def test_envelope_gradient_is_plan(rng, method):
+    M, a, b = _problem(rng)
+    Mt = torch.tensor(M, requires_grad=True)
+    kw = {"unbalanced": 1.0} if method == "unbalanced" else {}
+    res = so.solve(Mt, torch.tensor(a), torch.tensor(b), reg=0.1, grad="envelope", **kw)
+    res.value.backward()
+    torch.testing.assert_close(Mt.grad, res.plan.detach())
+
+
+def test_autodiff_gradient_matches_envelope_at_convergence(rng):
+    M, a, b = _problem(rng)
+    M1 = torch.tensor(M, requires_grad=True)
+    so.solve(M1, reg=0.2, grad="autodiff").value.backward()
+    M2 = torch.tensor(M, requires_grad=True)
+    so.solve(M2, reg=0.2, grad="envelope").value.backward()
+    torch.testing.assert_close(M1.grad, M2.grad, atol=1e-7, rtol=1e-6)
+
+
+def test_envelope_gradient_wrt_weights_matches_finite_differences(rng):
+    M, a, b = _problem(rng, 5, 4)
+    at = torch.tensor(a, requires_grad=True)
+    res = so.solve(torch.tensor(M), at, torch.tensor(b), reg=0.3, grad="envelope")
+    res.value.backward()
+    d = np.zeros(5)
+    d[0], d[1] = 1e-6, -1e-6  # stay on the simplex
+    fd = (so.solve(M, a + d, b, reg=0.3).value - so.solve(M, a - d, b, reg=0.3).value)
+    assert float(at.grad @ torch.tensor(2 * d)) == pytest.approx(fd, rel=1e-4)
+
+
+def test_detach_gives_constants(rng):
+    M, a, b = _problem(rng)
+    Mt = torch.tensor(M, requires_grad=True)
+    res = so.solve(Mt, reg=0.1, grad="detach")
+    assert not res.plan.requires_grad and not res.value.requires_grad
+
+
+def test_torch_in_torch_out_same_dtype(rng):
+    M = torch.tensor(rng.random((5, 4)), dtype=torch.float32)
+    res = so.solve(M, reg=0.1)
+    assert isinstance(res.plan, torch.Tensor) and res.plan.dtype == torch.float32
+    assert res.plan.device == M.device
+    res_np = so.solve(M.numpy(), reg=0.1)
+    assert isinstance(res_np.plan, np.ndarray) and isinstance(res_np.value, float)
+
+
+@pytest.mark.parametrize("reg", [1e-2, 1e-3])
+def test_float32_small_reg_is_stable(rng, reg):
+    C = torch.tensor(_cosine_cost(rng, 200, 150), dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = so.solve(C, reg=reg, max_iter=3000)
+    P = res.plan
+    assert torch.isfinite(P).all() and (P >= 0).all()
+    # rows are enforced exactly by the last half step up to float32 rounding
+    assert torch.allclose(P.sum(0), torch.full((150,), 1 / 150), atol=1e-5)
+    assert abs(float(P.sum()) - 1.0) < 1e-4
+    # and it agrees with a float64 solve
+    ref = so.solve(C.double(), reg=reg, max_iter=3000, tol=1e-6)
+    assert float((P.double() - ref.plan).abs().sum()) < 0.05
+
+
+def test_nonconvergence_warns_and_never_nan(rng):
+    C = _cosine_cost(rng, 50, 40)
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        res = so.solve(C, reg=1e-3, max_iter=3)
+    assert not res.converged and res.n_iter == 3
+    assert np.isfinite(res.plan).all()
+
+
+# ------------------------------------------------------------------ other sets
+def test_rows_only_closed_form(rng):
+    M, a, _ = _problem(rng)
+    res = so.solve(M, a, reg=0.1, method="rows")
+    sm = np.exp(-M / 0.1)
+    ref = a[:, None] * sm / sm.sum(1, keepdims=True)
+    np.testing.assert_allclose(res.plan, ref, atol=1e-12)
+    assert res.n_iter <= 2
+
+
+def test_cols_only_closed_form(rng):
+    M, _, b = _problem(rng)
+    res = so.solve(M, None, b, reg=0.1, method="cols")
+    sm = np.exp(-M / 0.1)
+    np.testing.assert_allclose(res.plan, b[None] * sm / sm.sum(0, keepdims=True),
+                               atol=1e-12)
+
+
+def test_total_mass_closed_form(rng):
+    M, _, _ = _problem(rng)
+    res = so.solve(M, reg=0.2, method="total", reg_type="entropy")
+    sm = np.exp(-M / 0.2)
+    np.testing.assert_allclose(res.plan, sm / sm.sum(), atol=1e-12)
+
+
+def test_dbot_respects_box(rng):
+    M, a, b = _problem(rng, 10, 6)
+    lo, hi = 0.7 * b, 1.2 * b
+    res = so.solve(M, a, b, reg=0.05, method="dbot", box=(lo, hi))
+    col = res.plan.sum(0)
+    np.testing.assert_allclose(res.plan.sum(1), a, atol=1e-8)
+    assert (col >= lo - 1e-8).all() and (col <= hi + 1e-8).all()
+    # box = [0, inf) recovers the rows-only closed form; box = 0 the balanced plan
+    free = so.solve(M, a, b, reg=0.05, method="dbot", box=(0 * b, b + 10))
+    rows = so.solve(M, a, b, reg=0.05, method="rows")  # b is the prior of KL(P|ab^T)
+    np.testing.assert_allclose(free.plan, rows.plan, atol=1e-9)
+    tight = so.solve(M, a, b, reg=0.05, method="dbot", box=0.0)
+    np.testing.assert_allclose(tight.plan, so.solve(M, a, b, reg=0.05).plan, atol=1e-7)
+
+
+def test_mask_forbids_pairs(rng):
+    M, a, b = _problem(rng, 6, 6)
+    mask = np.ones((6, 6), bool)
+    mask[0, :3] = False
+    mask[2, 4] = False
+    res = so.solve(M, a, b, reg=0.1, mask=mask)
+    assert (res.plan[~mask] == 0).all()
+    np.testing.assert_allclose(res.plan.sum(1), a, atol=1e-8)
+    # same as an (almost) infinite cost on those pairs, solved by POT
+    big = np.where(mask, M, 1e3)
+    ref = ot.sinkhorn(a, b, big, 0.1, method="sinkhorn_log", stopThr=1e-14,
+                      numItermax=100000)
+    np.testing.assert_allclose(res.plan, ref, atol=1e-7)
+
+
+def test_sparse_has_at_most_max_nz_per_column(rng):
+    M, a, b = _problem(rng, 8, 5)
+    a, b = np.full(8, 1 / 8), np.full(5, 1 / 5)
+    res = so.solve(M, a, b, reg=0.5, method="sparse", max_nz=2)
+    assert ((res.plan > 1e-12).sum(0) <= 2).all()
+    # POT solves a convex relaxation (smoothed dual): marginals hold approximately
+    np.testing.assert_allclose(res.plan.sum(0), b, atol=2e-2)
+    # max_nz = n recovers quadratically regularised OT (POT reg_type="L2")
+    full = so.solve(M, a, b, reg=0.5, method="sparse", max_nz=8)
+    ref = ot.smooth.smooth_ot_dual(a, b, M, 0.5, reg_type="l2")
+    np.testing.assert_allclose(full.plan, ref, atol=1e-6)
+
+
+# ------------------------------------------------------------------ properties
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 8),
+    m=st.integers(1, 8),
+    reg=st.sampled_from([1e-3, 0.01, 0.1, 1.0]),
+    seed=st.integers(0, 10_000),
+    method=st.sampled_from(["sinkhorn", "rows", "partial", "dbot", "exact"]),
+)
+def test_plans_are_valid(n, m, reg, seed, method):
+    rng = np.random.default_rng(seed)
+    M = rng.random((n, m)) * 2
+    a = rng.random(n) + 0.05
+    b = rng.random(m) + 0.05
+    a, b = a / a.sum(), b / b.sum()
+    kw = {}
+    if method == "partial":
+        kw["mass"] = 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = so.solve(M, a, b, reg=None if method == "exact" else reg, method=method,
+                       max_iter=20000, **kw)
+    P = res.plan
+    assert np.isfinite(P).all() and (P >= 0).all()
+    tol = 1e-6 if res.converged else 1e-2
+    if method in ("sinkhorn", "exact", "rows", "dbot"):
+        np.testing.assert_allclose(P.sum(1), a, atol=tol)
+    if method in ("sinkhorn", "exact"):
+        np.testing.assert_allclose(P.sum(0), b, atol=tol)
+    if method == "partial":
+        assert P.sum() == pytest.approx(0.5, abs=tol)
+        assert (P.sum(1) <= a + tol).all() and (P.sum(0) <= b + tol).all()
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(reg=-1.0), "reg"),
+        (dict(reg=0.0), "reg"),
+        (dict(reg=0.1, method="nope"), "nope"),
+        (dict(reg=0.1, grad="unrolled"), "grad"),
+        (dict(reg=0.1, reg_type="L3"), "reg_type"),
+        (dict(reg=0.1, max_iter=0), "max_iter"),
+        (dict(method="sinkhorn"), "reg"),
+        (dict(method="partial", reg=0.1), "mass"),
+        (dict(mass=5.0, reg=0.1), "mass"),
+        (dict(reg=0.1, method="sparse"), "max_nz"),
+        (dict(reg=0.1, unbalanced=-1.0), "unbalanced"),
+    ],
+)
+def test_bad_options_raise(rng, kwargs, match):
+    M = rng.random((5, 4))
+    with pytest.raises((ValueError, TypeError), match=match):
+        so.solve(M, **kwargs)
+
+
+def test_bad_arrays_raise(rng):
+    M = rng.random((5, 4))
+    with pytest.raises(ValueError, match="NaN"):
+        so.solve(np.where(M > 0.5, np.nan, M), reg=0.1)
+    with pytest.raises(ValueError, match="inf"):
+        so.solve(np.where(M > 0.5, np.inf, M), reg=0.1)
+    with pytest.raises(ValueError, match="length 5"):
+        so.solve(M, np.ones(3) / 3, reg=0.1)
+    with pytest.raises(ValueError, match="negative"):
+        so.solve(M, np.array([0.5, 0.5, 0.5, -0.5, 0]), reg=0.1)
+    with pytest.raises(ValueError, match="different total mass"):
+        so.solve(M, np.ones(5) / 5, np.ones(4), reg=0.1)
+    with pytest.raises(ValueError, match="shape"):
+        so.solve(np.ones(5), reg=0.1)
+    with pytest.raises(ValueError, match="empty"):
+        so.solve(np.ones((0, 3)), reg=0.1)
+    with pytest.raises(ValueError, match="row"):
+        so.solve(M, reg=0.1, mask=np.zeros((5, 4), bool))
