@@ -342,10 +342,14 @@ def _sparse(prob, opts):
     for k in range(prob.M.shape[0]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
+            # max_nz >= n leaves the constraint inactive: quadratically
+            # regularised OT (POT's selection of the top-k needs k < n)
+            kind = ("l2" if max_nz >= m_rows else "sparsity_constrained")
+            extra = {} if kind == "l2" else {"max_nz": int(max_nz)}
             plan, log = ot.smooth.smooth_ot_dual(
                 _np(prob.a[k]), _np(prob.b[k]), _np(prob.M[k]), reg,
-                reg_type="sparsity_constrained", max_nz=int(min(max_nz, m_rows)),
-                numItermax=int(max_iter), stopThr=tol, log=True,
+                reg_type=kind, numItermax=int(max_iter), stopThr=tol, log=True,
+                **extra,
             )
         results.append((plan, log["alpha"], log["beta"], 0.5 * reg * (plan**2).sum()))
     plan, value, value_linear, pots = _stack_results(results, prob, opts["grad"])
