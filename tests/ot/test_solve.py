@@ -348,3 +348,16 @@ def test_bad_arrays_raise(rng):
         so.solve(np.ones((0, 3)), reg=0.1)
     with pytest.raises(ValueError, match="row"):
         so.solve(M, reg=0.1, mask=np.zeros((5, 4), bool))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["sinkhorn", "unbalanced", "partial", "dbot"])
+def test_cuda_matches_cpu(rng, method):
+    C = torch.tensor(_cosine_cost(rng, 300, 200), dtype=torch.float32)
+    kw = {"unbalanced": 1.0} if method == "unbalanced" else {}
+    if method == "partial":
+        kw["mass"] = 0.5
+    res_gpu = so.solve(C.cuda(), reg=0.01, method=method, max_iter=5000, **kw)
+    res_cpu = so.solve(C, reg=0.01, method=method, max_iter=5000, **kw)
+    assert res_gpu.plan.is_cuda and res_gpu.plan.dtype == torch.float32
+    torch.testing.assert_close(res_gpu.plan.cpu(), res_cpu.plan, atol=1e-5, rtol=1e-3)
