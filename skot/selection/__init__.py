@@ -1,0 +1,5 @@
+"""Coreset selection with optimal transport."""
+
+from ._coreset import WassersteinCoresetSelector
+
+__all__ = ["WassersteinCoresetSelector"]
