@@ -310,7 +310,8 @@ class WassersteinCoresetSelector(BaseEstimator):
             k = int(ns)
         if k > n:
             raise ValueError(
-                f"n_samples={ns!r} asks for {k} rows but X has only {n} rows"
+                f"n_samples={ns!r} asks for {k} rows, more than X has "
+                f"(n_samples = {n} rows in X)"
             )
         return k
 

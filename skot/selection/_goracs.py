@@ -127,9 +127,13 @@ class SelectionProblem:
         k, m = C_S.shape
         a = torch.full((k,), 1.0 / k, dtype=C_S.dtype, device=C_S.device)
         b = torch.full((m,), 1.0 / m, dtype=C_S.dtype, device=C_S.device)
-        res = self._solve(C_S, a, b)
-        f = res.potentials[0] if res.potentials is not None else None
-        return float(res.value), res.plan, f
+        # POT's network simplex reports negative costs as infeasible; the total
+        # mass is 1, so a constant shift changes the value by the same constant
+        # and leaves the plan unchanged (row potentials shift with it).
+        shift = float(C_S.min())
+        res = self._solve(C_S - shift, a, b)
+        f = res.potentials[0] + shift if res.potentials is not None else None
+        return float(res.value) + shift, res.plan, f
 
     def objective(self, S):
         """W_C(mu_S, nu) of the subset ``S``."""
