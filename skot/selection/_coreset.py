@@ -83,6 +83,10 @@ class WassersteinCoresetSelector(BaseEstimator):
         ``cut_num`` unselected rows with the best dual score and the ``cut_num``
         selected rows with the worst; also the most uncertified swaps tried per
         round (one OT solve each).
+    max_candidates : int or None, default=None
+        If set, each refinement round computes the dual scores of only a random
+        subset of this many unselected rows (a minibatch of the swap candidates);
+        this bounds the cost of a round on large data. ``None`` scores all rows.
     max_reference : int or None, default=None
         If set and the reference has more rows, a random subset of this many
         reference rows is used (stratified by class when selecting per class).
@@ -97,8 +101,9 @@ class WassersteinCoresetSelector(BaseEstimator):
     device : str, default="cpu"
         Torch device for the cost computations (``"cuda"`` needs CUDA).
     random_state : int, RandomState instance or None, default=None
-        Seeds the reference subsampling (``max_reference``); the selection
-        itself is deterministic.
+        Seeds the reference subsampling (``max_reference``) and the candidate
+        minibatches (``max_candidates``); without these the selection is
+        deterministic.
 
     Attributes
     ----------
@@ -151,6 +156,7 @@ class WassersteinCoresetSelector(BaseEstimator):
         "lam": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "cut_num": [Interval(Integral, 1, None, closed="left")],
+        "max_candidates": [Interval(Integral, 1, None, closed="left"), None],
         "max_reference": [Interval(Integral, 1, None, closed="left"), None],
         "solver": [StrOptions(set(_BALANCED)), OTSolver],
         "reg": [Interval(Real, 0, None, closed="neither"), None],
@@ -168,6 +174,7 @@ class WassersteinCoresetSelector(BaseEstimator):
         lam=0.0,
         max_iter=100,
         cut_num=30,
+        max_candidates=None,
         max_reference=None,
         solver="exact",
         reg=None,
@@ -181,6 +188,7 @@ class WassersteinCoresetSelector(BaseEstimator):
         self.lam = lam
         self.max_iter = max_iter
         self.cut_num = cut_num
+        self.max_candidates = max_candidates
         self.max_reference = max_reference
         self.solver = solver
         self.reg = reg
@@ -299,7 +307,7 @@ class WassersteinCoresetSelector(BaseEstimator):
         Vt = Xt if X_reference is None else as_tensor(V, device=dev, dtype=tdtype)
         st = None if scores is None else as_tensor(scores, device=dev, dtype=tdtype)
         solve = self._solve_fn(solver_)
-        self._run(groups, Xt, Vt, st, solve)
+        self._run(groups, Xt, Vt, st, solve, rng)
         return self
 
     def _budget(self, n):
@@ -377,7 +385,7 @@ class WassersteinCoresetSelector(BaseEstimator):
             out.append((cand, ref, kc, size))
         return out
 
-    def _run(self, groups, Xt, Vt, st, solve):
+    def _run(self, groups, Xt, Vt, st, solve, rng):
         # class masses pi_c from the full reference (before any subsampling)
         sizes = np.array([g[3] for g in groups], dtype=float)
         pi = sizes / sizes.sum()
@@ -405,7 +413,8 @@ class WassersteinCoresetSelector(BaseEstimator):
 
                 S, v, it = swap_refine(
                     prob, S, max_iter=self.max_iter, cut_num=self.cut_num,
-                    callback=on_accept,
+                    max_candidates=self.max_candidates,
+                    random_state=rng.randint(2**31 - 1), callback=on_accept,
                 )
                 values[c] = v
             elif self.strategy == "barycenter":

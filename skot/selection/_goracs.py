@@ -44,8 +44,8 @@ __all__ = [
     "barycenter_select",
 ]
 
-# cost matrices up to this many entries are computed once and cached
-_CACHE_ENTRIES = 40_000_000
+# cost matrices up to this many bytes are computed once and cached
+_CACHE_BYTES = 2**31
 # rows per block when the cost is recomputed on the fly
 _BLOCK_ROWS = 2048
 
@@ -59,12 +59,10 @@ def pairwise_cost(A, B, metric):
     if metric == "cosine":
         An = torch.nn.functional.normalize(A, dim=-1)
         Bn = torch.nn.functional.normalize(B, dim=-1)
-        return (1.0 - An @ Bn.T).clamp_min_(0.0)
-    sq = (
-        (A * A).sum(-1, keepdim=True)
-        + (B * B).sum(-1).unsqueeze(0)
-        - 2.0 * (A @ B.T)
-    ).clamp_min_(0.0)
+        return (An @ Bn.T).neg_().add_(1.0).clamp_min_(0.0)
+    sq = (A @ B.T).mul_(-2.0)
+    sq.add_((A * A).sum(-1, keepdim=True)).add_((B * B).sum(-1).unsqueeze(0))
+    sq.clamp_min_(0.0)
     if metric == "sqeuclidean":
         return sq
     return sq.sqrt_()
@@ -94,7 +92,7 @@ class SelectionProblem:
         self.scores, self.lam, self._solve = scores, float(lam), solve
         self.n, self.m = X.shape[0], V.shape[0]
         self._C = None
-        if self.n * self.m <= _CACHE_ENTRIES:
+        if self.n * self.m * X.element_size() <= _CACHE_BYTES:
             self._C = self._compute(torch.arange(self.n, device=X.device))
 
     def _compute(self, idx):
@@ -179,11 +177,11 @@ def greedy_select(prob, k, *, batch=256, prune=True):
 
     def add_one():
         while True:
+            best = int(torch.argmax(ub))
+            if fresh[best]:
+                break
             top = torch.topk(ub, min(batch, n)).indices
             stale = top[~fresh[top]]
-            if stale.numel() == 0:
-                best = int(top[0])
-                break
             ub[stale] = _gains(prob.rows(stale), mj)
             fresh[stale] = True
         if not math.isfinite(float(ub[best])):
@@ -239,16 +237,28 @@ def _dual_scores(C, f_col, k):
     return (red - y.unsqueeze(1)).clamp_max_(0.0).mean(1) + y / k
 
 
-def _scores(prob, S, f):
-    """Dual scores of every candidate (outer) and of every selected row (inner)."""
+def _scores(prob, S, f, pool=None):
+    """Dual scores of the candidates (outer) and of every selected row (inner).
+
+    ``pool`` (array of int) restricts the outer scores to those candidates; the
+    others get +inf.
+    """
     k = len(S)
     C_S = prob.rows(S)
     red = C_S - f.unsqueeze(1)
     two = torch.topk(red, min(2, k), dim=0, largest=False)
     f1 = two.values[0]
-    F = torch.empty(prob.n, dtype=C_S.dtype, device=C_S.device)
-    for s, e, C in prob.blocks():
-        F[s:e] = _dual_scores(C, f1, k)
+    if pool is None:
+        F = torch.empty(prob.n, dtype=C_S.dtype, device=C_S.device)
+        for s, e, C in prob.blocks():
+            F[s:e] = _dual_scores(C, f1, k)
+    else:
+        F = torch.full((prob.n,), math.inf, dtype=C_S.dtype, device=C_S.device)
+        for s in range(0, len(pool), _BLOCK_ROWS):
+            idx = pool[s:s + _BLOCK_ROWS]
+            F[torch.as_tensor(idx, device=F.device)] = _dual_scores(
+                prob.rows(idx), f1, k
+            )
     # for a selected row, the column values without it (second minimum)
     f2 = two.values[1] if k > 1 else torch.full_like(f1, math.inf)
     arg1 = two.indices[0]
@@ -258,7 +268,10 @@ def _scores(prob, S, f):
     return F, F_in
 
 
-def swap_refine(prob, S, *, max_iter=100, cut_num=30, tol=1e-12, callback=None):
+def swap_refine(
+    prob, S, *, max_iter=100, cut_num=30, max_candidates=None, random_state=None,
+    tol=1e-12, callback=None,
+):
     """GORACS-style swap refinement of ``S``; the objective never increases.
 
     Parameters
@@ -272,6 +285,11 @@ def swap_refine(prob, S, *, max_iter=100, cut_num=30, tol=1e-12, callback=None):
         Number of outer candidates (best dual scores) and inner candidates (worst
         dual scores) per round; also the cap on the uncertified swaps tried (each
         costs one OT solve).
+    max_candidates : int or None
+        If set, each round scores only a random subset of this many unselected
+        candidates (a minibatch of the outer candidates); None scores all.
+    random_state : numpy Generator or None
+        Draws the candidate minibatches.
     tol : float
         A move is accepted only when it lowers the objective by more than ``tol``.
     callback : callable or None
@@ -291,8 +309,13 @@ def swap_refine(prob, S, *, max_iter=100, cut_num=30, tol=1e-12, callback=None):
     if k == 1 or k >= prob.n or f is None:
         return S, value, 0
     n_iter = 0
+    rng = np.random.default_rng(random_state)
     for n_iter in range(1, max_iter + 1):
-        F, F_in = _scores(prob, S, f)
+        pool = None
+        if max_candidates is not None and prob.n - k > max_candidates:
+            outside = np.setdiff1d(np.arange(prob.n), S, assume_unique=True)
+            pool = rng.choice(outside, max_candidates, replace=False)
+        F, F_in = _scores(prob, S, f, pool)
         F[torch.as_tensor(S, device=F.device)] = math.inf
         n_out = min(cut_num, prob.n - k)
         outer = torch.topk(F, n_out, largest=False).indices
