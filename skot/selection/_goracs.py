@@ -110,12 +110,12 @@ class SelectionProblem:
 
     def blocks(self):
         """Yield ``(start, stop, C[start:stop])`` over all candidates."""
-        if self._C is not None:
-            yield 0, self.n, self._C
-            return
         for s in range(0, self.n, _BLOCK_ROWS):
             e = min(s + _BLOCK_ROWS, self.n)
-            yield s, e, self._compute(torch.arange(s, e, device=self.X.device))
+            if self._C is not None:
+                yield s, e, self._C[s:e]
+            else:
+                yield s, e, self._compute(torch.arange(s, e, device=self.X.device))
 
     def solve(self, C_S):
         """OT between uniform mass on the rows of ``C_S`` and the uniform reference.
@@ -233,8 +233,10 @@ def _dual_scores(C, f_col, k):
     red = C - f_col
     m = C.shape[1]
     R = min(max(int(math.ceil(m / k)), 1), m)
-    y = torch.kthvalue(red, R, dim=1).values
-    return (red - y.unsqueeze(1)).clamp_max_(0.0).mean(1) + y / k
+    # only the R smallest reduced costs lie below y: the score needs just them
+    low = torch.topk(red, R, dim=1, largest=False).values
+    y = low.max(1).values
+    return (low - y.unsqueeze(1)).sum(1) / m + y / k
 
 
 def _scores(prob, S, f, pool=None):
