@@ -47,7 +47,8 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from skot import WassersteinCoresetSelector  # noqa: E402
 from skot.ot import solve  # noqa: E402
 
-CARS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clip-vitb32-stanford-cars"
+CARS = (Path(__file__).resolve().parents[2] / "shared" / "data"
+        / "clip-vitb32-stanford-cars")
 
 
 def load(args):
@@ -101,7 +102,8 @@ def kmeans_medoids(X, y, counts, seed=0):
 def stratified_random(y, counts, seed):
     rng = np.random.default_rng(seed)
     return np.sort(np.concatenate(
-        [rng.choice(np.flatnonzero(y == c), k, replace=False) for c, k in counts.items()]
+        [rng.choice(np.flatnonzero(y == c), k, replace=False)
+         for c, k in counts.items()]
     ))
 
 
@@ -141,6 +143,12 @@ def main(argv=None):
     rand = [stratified_random(y, counts, s) for s in range(args.seeds)]
     racc = np.array([[accuracy(X, y, Xv, yv, r, C) for C in Cs] for r in rand])
     robj = np.mean([w_objective(X, y, r) for r in rand])
+    # unstratified random: the fair comparison for selection without labels
+    urand = [np.sort(np.random.default_rng(s).choice(len(y), len(rand[0]),
+                                                     replace=False))
+             for s in range(args.seeds)]
+    uacc = np.array([[accuracy(X, y, Xv, yv, r, C) for C in Cs] for r in urand])
+    ucov = np.mean([len(np.unique(y[r])) for r in urand])
     t0 = time.perf_counter()
     km = kmeans_medoids(X, y, counts)
     add("per-class k-means medoids (seed 0)", km, time.perf_counter() - t0)
@@ -167,7 +175,8 @@ def main(argv=None):
     add("full pool", np.arange(len(y)))
 
     head = f"{'method':66s} {'rows':>5s} {'cls':>4s} " + " ".join(
-        f"{'acc C=' + format(C, 'g'):>14s}" for C in Cs) + f" {'W obj':>8s} {'fit s':>6s}"
+        f"{'acc C=' + format(C, 'g'):>14s}" for C in Cs)
+    head += f" {'W obj':>8s} {'fit s':>6s}"
     print()
     print(head)
     print("-" * len(head))
@@ -177,6 +186,10 @@ def main(argv=None):
           f"{len(rand[0]):5d} {n_cls:4d} "
           + " ".join(f"{m:8.4f}+-{s:.3f}" for m, s in zip(rm, rs))
           + f" {robj:8.4f} {'-':>6s}")
+    print(f"{f'unstratified random ({args.seeds} seeds, mean +- std)':66s} "
+          f"{len(urand[0]):5d} {ucov:4.0f} "
+          + " ".join(f"{m:8.4f}+-{s:.3f}" for m, s in zip(uacc.mean(0), uacc.std(0)))
+          + f" {'-':>8s} {'-':>6s}")
     km_m, km_s = kacc.mean(0), kacc.std(0)
     print(f"{'per-class k-means medoids (3 seeds, mean +- std)':66s} "
           f"{len(km):5d} {n_cls:4d} "

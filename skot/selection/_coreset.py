@@ -267,6 +267,8 @@ class WassersteinCoresetSelector(BaseEstimator):
             Xv = validate_data(self, X, dtype=dtype)
         else:
             Xv, y = validate_data(self, X, y, dtype=dtype, y_numeric=False)
+        if not Xv.flags.writeable:  # torch cannot wrap read-only buffers
+            Xv = Xv.copy()
         n = Xv.shape[0]
         k = self._budget(n)
         solver_ = self._resolve_solver()
@@ -276,7 +278,7 @@ class WassersteinCoresetSelector(BaseEstimator):
         if sample_score is not None:
             scores = check_array(
                 sample_score, ensure_2d=False, dtype=[np.float64, np.float32],
-                input_name="sample_score",
+                input_name="sample_score", copy=True,
             )
             if scores.shape != (n,):
                 raise ValueError(
@@ -348,7 +350,8 @@ class WassersteinCoresetSelector(BaseEstimator):
                 raise ValueError("y_reference was given without X_reference")
             return X, y
         V = check_array(
-            X_reference, dtype=[np.float64, np.float32], input_name="X_reference"
+            X_reference, dtype=[np.float64, np.float32], input_name="X_reference",
+            copy=True,
         )
         if V.shape[1] != X.shape[1]:
             raise ValueError(
