@@ -90,14 +90,17 @@ def _cpu_const(*ts):
 # recorded the product goes through zero-copy numpy views of the same memory.
 def _matvec(K, v):
     if _cpu_const(K, v):
-        out = np.matmul(K.numpy(), v.numpy()[..., None])[..., 0]
+        # overflow is detected by the caller (non-finite sums trigger absorption)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.matmul(K.numpy(), v.numpy()[..., None])[..., 0]
         return torch.from_numpy(out)
     return torch.matmul(K, v.unsqueeze(-1)).squeeze(-1)
 
 
 def _vecmat(u, K):
     if _cpu_const(K, u):
-        out = np.matmul(u.numpy()[..., None, :], K.numpy())[..., 0, :]
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.matmul(u.numpy()[..., None, :], K.numpy())[..., 0, :]
         return torch.from_numpy(out)
     return torch.matmul(u.unsqueeze(-2), K).squeeze(-2)
 

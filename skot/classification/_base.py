@@ -1,0 +1,128 @@
+"""Shared plumbing of the OT classifiers: validation, class embeddings, batches."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from .._backend import as_tensor, resolve_device, to_numpy
+from ..ot import OTSolver, available_methods, get_solver
+from ..ot._validation import check_reg
+
+__all__ = ["BaseOTClassifier"]
+
+
+def _normalize(X):
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1.0)
+
+
+class BaseOTClassifier(ClassifierMixin, BaseEstimator):
+    """Zero-shot (class embeddings) or few-shot (prototypes) OT classification."""
+
+    _parameter_constraints: dict = {
+        "class_embeddings": ["array-like", None],
+        "classes": ["array-like", None],
+        "reg": [Interval(Real, 0, None, closed="neither"), None],
+        "solver": [StrOptions(set(available_methods())), OTSolver],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
+        "device": [str, None],
+    }
+
+    # ------------------------------------------------------------ fit helpers
+    def _check_solver(self):
+        # validated before the sklearn constraint machinery so that the message
+        # names the parameter and the value in the same words everywhere
+        if isinstance(self.solver, str) and self.solver not in available_methods():
+            raise ValueError(
+                f"solver={self.solver!r} is not a known OT method; choose one of "
+                f"{available_methods()} or pass an skot.ot.OTSolver"
+            )
+        if self.reg is not None:
+            check_reg(self.reg)
+
+    def _fit_classes(self, X, y):
+        """Validate X (and y) and set classes_, class_embeddings_."""
+        self._check_solver()
+        if self.class_embeddings is not None:
+            X = validate_data(self, X, dtype=[np.float64, np.float32])
+            T = check_array(self.class_embeddings, dtype=[np.float64, np.float32],
+                            input_name="class_embeddings")
+            if T.shape[1] != X.shape[1]:
+                raise ValueError(
+                    f"class_embeddings has {T.shape[1]} features (dim) but X has "
+                    f"{X.shape[1]} features; they must live in the same space"
+                )
+            if T.shape[0] < 2:
+                raise ValueError(
+                    f"class_embeddings has {T.shape[0]} row(s); need at least 2 classes"
+                )
+            if self.classes is None:
+                classes = np.arange(T.shape[0])
+            else:
+                classes = np.asarray(self.classes)
+                if classes.shape != (T.shape[0],):
+                    raise ValueError(
+                        f"classes has shape {classes.shape}; expected "
+                        f"({T.shape[0]},), one label per class embedding"
+                    )
+            self.classes_ = classes
+            self.class_embeddings_ = _normalize(T).astype(X.dtype, copy=False)
+            if y is not None:
+                y = np.asarray(y)
+                if len(y) != len(X):
+                    raise ValueError(f"X has {len(X)} samples but y has {len(y)}")
+            return X, y
+        if y is None:
+            raise ValueError(
+                "y is required for few-shot fitting when class_embeddings is None "
+                "(pass class_embeddings for zero-shot)"
+            )
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                f"y has a single class ({classes[0]!r}); need at least 2 classes"
+            )
+        Xn = _normalize(X)
+        protos = np.stack([Xn[y_idx == k].mean(0) for k in range(len(classes))])
+        self.classes_ = classes
+        self.class_embeddings_ = _normalize(protos).astype(X.dtype, copy=False)
+        return X, y
+
+    def _solver(self):
+        # an L1 marginal error of 1e-6 is far below what changes an argmax
+        return get_solver(self.solver, reg=self.reg, max_iter=self.max_iter, tol=1e-6)
+
+    def _check_X(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return X
+
+    def _batches(self, n):
+        size = n if self.batch_size is None else self.batch_size
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+    def _tensors(self, X):
+        device = resolve_device(self.device)
+        Xt = as_tensor(_normalize(X), device=device)
+        Tt = as_tensor(self.class_embeddings_, device=device, dtype=Xt.dtype)
+        return Xt, Tt
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+def _to_np(x):
+    return to_numpy(x) if isinstance(x, torch.Tensor) else np.asarray(x)

@@ -1,0 +1,245 @@
+"""FGWZeroShotClassifier: zero-/few-shot classification by (fused Gromov) OT."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .._backend import as_tensor, to_numpy
+from ._base import BaseOTClassifier
+from ._transductive import estimate_prior, transductive_plan
+
+__all__ = ["FGWZeroShotClassifier"]
+
+
+class FGWZeroShotClassifier(BaseOTClassifier):
+    r"""Zero-shot / few-shot classification as optimal transport to the classes.
+
+    The rows of a batch of image features :math:`X` are transported to the class
+    embeddings :math:`T` (text prompts for zero-shot, class prototypes for
+    few-shot) with cost :math:`C = 1 - \cos(X, T)`; the label of a row is the
+    class that receives most of its mass. Prediction is **transductive**: the
+    marginal constraints couple the rows of the batch (OT-CLIP
+    :cite:`shi2024otclip`, OTTER :cite:`shin2024otter`):
+
+    .. math::
+
+        \min_{P \ge 0,\ P 1 = \frac{1}{n}1,\ [P^\top 1 = \pi]}
+            \langle C, P \rangle
+            - \alpha \langle \bar A\, (nP)\, \bar B, P \rangle / n
+            + \varepsilon \, \mathrm{KL}(P \| \tfrac{1}{n} 1 \pi^\top)
+
+    with :math:`\bar A`, :math:`\bar B` the centred image-image and class-class
+    cosine similarity graphs (the structure term of fused Gromov-Wasserstein,
+    scaled so that ``alpha`` is in cost units for any batch size and number of
+    classes) and :math:`\pi` the class prior.
+
+    With ``alpha=0`` and ``class_prior=None`` (the defaults) the column marginal
+    is free and the plan is CLIP's softmax at logit scale :math:`1/\varepsilon`:
+    predictions are exactly argmax cosine, which is the safe default (imposing a
+    wrong class marginal, e.g. uniform on long-tailed data, loses accuracy). A
+    known class prior (``class_prior=array``) turns it into balanced OT with that
+    column marginal, which improves long-tailed prediction; ``"uniform"`` is the
+    balanced-OT (OTTER) variant for balanced test sets; ``"estimate"`` estimates
+    the prior of the batch by EM.
+
+    Parameters
+    ----------
+    class_embeddings : array-like of shape (n_classes, n_features), default=None
+        Class embeddings (e.g. averaged CLIP text prompts). None: few-shot, the
+        class prototypes are the normalised means of the labelled rows in ``fit``.
+    classes : array-like of shape (n_classes,), default=None
+        Labels of the class embeddings (default ``0..n_classes-1``).
+    alpha : float >= 0, default=0.0
+        Weight of the structure (fused Gromov) term, in cost units.
+    reg : float > 0, default=0.01
+        Entropic regularisation ε (CLIP's logit scale 100 is ε = 0.01).
+    solver : str or OTSolver, default="sinkhorn"
+        Linear OT solver used when a class prior is set: ``"sinkhorn"``,
+        ``"exact"``, ``"dbot"`` (column sums in a box around the prior),
+        ``"unbalanced"`` (KL-relaxed prior, see ``unbalanced``), ``"fgw"`` /
+        ``"fgw_exact"`` (same as ``"sinkhorn"`` / ``"exact"``; pair with
+        ``alpha > 0``). Any name of :func:`skot.ot.available_methods` or an
+        :class:`skot.ot.OTSolver`.
+    class_prior : None, "uniform", "estimate" or array-like of shape (n_classes,)
+        Column marginal: None leaves the classes free (rows-only constraint).
+    unbalanced : float > 0, default=1.0
+        KL relaxation of the prior for ``solver="unbalanced"``.
+    box : float >= 0, default=0.5
+        Relative box width δ around the prior for ``solver="dbot"``.
+    batch_size : int, default=None
+        Rows per transductive batch in ``predict`` (None: all rows at once).
+    max_iter : int, default=1000
+        Iteration budget of the inner OT solver.
+    n_outer : int, default=10
+        Linearisation steps of the structure term (``alpha > 0``).
+    random_state : None, int or RandomState, default=None
+        Unused (the method is deterministic); kept for API uniformity.
+    device : str, default="cpu"
+        Torch device for the OT solves (``"cuda"`` needs CUDA).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    class_embeddings_ : ndarray of shape (n_classes, n_features)
+        L2-normalised class embeddings (or few-shot prototypes).
+    n_features_in_ : int
+
+    Notes
+    -----
+    Predictions of a row depend on the other rows of its batch (transductive),
+    so ``predict`` is not row-independent; pass whole test batches (and not
+    dask-ml's ``ParallelPostFit`` blocks) unless ``class_prior=None`` and
+    ``alpha=0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skot import FGWZeroShotClassifier
+    >>> T = np.eye(3)
+    >>> X = np.array([[1.0, 0.1, 0.0], [0.0, 1.0, 0.2], [0.1, 0.0, 1.0]])
+    >>> FGWZeroShotClassifier(class_embeddings=T).fit(X).predict(X)
+    array([0, 1, 2])
+    """
+
+    _parameter_constraints: dict = {
+        **BaseOTClassifier._parameter_constraints,
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "class_prior": [StrOptions({"uniform", "estimate"}), "array-like", None],
+        "unbalanced": [Interval(Real, 0, None, closed="neither")],
+        "box": [Interval(Real, 0, None, closed="left")],
+        "n_outer": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        class_embeddings=None,
+        *,
+        classes=None,
+        alpha=0.0,
+        reg=0.01,
+        solver="sinkhorn",
+        class_prior=None,
+        unbalanced=1.0,
+        box=0.5,
+        batch_size=None,
+        max_iter=1000,
+        n_outer=10,
+        random_state=None,
+        device="cpu",
+    ):
+        self.class_embeddings = class_embeddings
+        self.classes = classes
+        self.alpha = alpha
+        self.reg = reg
+        self.solver = solver
+        self.class_prior = class_prior
+        self.unbalanced = unbalanced
+        self.box = box
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.n_outer = n_outer
+        self.random_state = random_state
+        self.device = device
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Set the class embeddings (zero-shot) or build prototypes (few-shot).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Image features (few-shot training rows; only validated for zero-shot).
+        y : array-like of shape (n_samples,), default=None
+            Labels; required without ``class_embeddings``.
+
+        Returns
+        -------
+        self
+        """
+        self._fit_classes(X, y)
+        k = len(self.classes_)
+        prior = self.class_prior
+        if prior is not None and not isinstance(prior, str):
+            prior = np.asarray(prior, dtype=float)
+            if prior.shape != (k,) or not np.isfinite(prior).all() or (prior < 0).any() \
+                    or prior.sum() <= 0:
+                raise ValueError(
+                    f"class_prior must be None, 'uniform', 'estimate' or {k} "
+                    f"non-negative weights, got {self.class_prior!r}"
+                )
+            self.class_prior_ = prior / prior.sum()
+        elif isinstance(prior, str) and prior == "uniform":
+            self.class_prior_ = np.full(k, 1.0 / k)
+        else:
+            self.class_prior_ = None
+        return self
+
+    def _assign(self, X):
+        X = self._check_X(X)
+        Xt, Tt = self._tensors(X)
+        solver = self._solver()
+        if solver.method == "unbalanced":
+            solver.set_params(unbalanced=self.unbalanced)
+        plans, scores = [], []
+        for sl in self._batches(len(X)):
+            Xb = Xt[sl]
+            if isinstance(self.class_prior, str) and self.class_prior == "estimate":
+                prior = estimate_prior(1.0 - Xb @ Tt.T, self.reg or 0.01)
+            elif self.class_prior_ is not None:
+                prior = as_tensor(self.class_prior_, device=Xb.device, dtype=Xb.dtype)
+            else:
+                prior = None
+            out = transductive_plan(Xb, Tt, solver, prior=prior, alpha=self.alpha,
+                                    n_outer=self.n_outer, box=self.box)
+            plans.append(out.plan * (sl.stop - sl.start))
+            scores.append(out.scores)
+        return torch.cat(plans), torch.cat(scores)
+
+    def decision_function(self, X):
+        """Class scores: ``(g_j - C_ij) / reg + log prior_j`` (argmax = prediction).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_classes)
+        """
+        return to_numpy(self._assign(X)[1])
+
+    def predict_proba(self, X):
+        """Rows of the transport plan, normalised to sum to 1.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        plan, _ = self._assign(X)
+        plan = plan / plan.sum(1, keepdim=True).clamp_min(torch.finfo(plan.dtype).tiny)
+        return to_numpy(plan)
+
+    def predict(self, X):
+        """Label of the class receiving most of each row's mass.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
+        plan, scores = self._assign(X)
+        # the plan's argmax; ties (e.g. exact plans splitting a row) by the scores
+        idx = (plan + 1e-12 * torch.softmax(scores, 1) * plan.max()).argmax(1)
+        return self.classes_[to_numpy(idx)]

@@ -1,0 +1,103 @@
+"""Selective classification metrics: accuracy on kept rows, risk-coverage, AURC."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils import check_consistent_length, column_or_1d
+
+__all__ = ["selective_accuracy", "risk_coverage_curve", "aurc"]
+
+
+def selective_accuracy(y_true, y_pred, *, reject_label=-1):
+    """Accuracy over the rows that were not rejected.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+    y_pred : array-like of shape (n_samples,)
+        Predictions, with ``reject_label`` for abstained rows.
+    reject_label : int or str, default=-1
+
+    Returns
+    -------
+    accuracy : float
+
+    Examples
+    --------
+    >>> from skot.metrics import selective_accuracy
+    >>> selective_accuracy([0, 1, 1, 0], [0, -1, 0, 0])
+    0.6666666666666666
+    """
+    y_true = column_or_1d(np.asarray(y_true, dtype=object))
+    y_pred = column_or_1d(np.asarray(y_pred, dtype=object))
+    check_consistent_length(y_true, y_pred)
+    kept = y_pred != reject_label
+    if not kept.any():
+        raise ValueError(
+            "every row was rejected (y_pred == reject_label everywhere); selective "
+            "accuracy is undefined at zero coverage"
+        )
+    return float(np.mean(y_true[kept] == y_pred[kept]))
+
+
+def _check(y_true, y_pred, confidence):
+    y_true = column_or_1d(np.asarray(y_true, dtype=object))
+    y_pred = column_or_1d(np.asarray(y_pred, dtype=object))
+    confidence = column_or_1d(np.asarray(confidence, dtype=float))
+    check_consistent_length(y_true, y_pred, confidence)
+    if len(y_true) == 0:
+        raise ValueError("y_true is empty: need at least 1 sample")
+    if not np.isfinite(confidence).all():
+        raise ValueError("confidence contains NaN or inf")
+    return y_true, y_pred, confidence
+
+
+def risk_coverage_curve(y_true, y_pred, confidence):
+    """Risk (error rate on kept rows) as a function of coverage.
+
+    Rows are kept in decreasing order of ``confidence``; at coverage ``k/n`` the
+    risk is the error rate of the ``k`` most confident predictions.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+    y_pred : array-like of shape (n_samples,)
+        Predicted labels of *every* row (not rejected ones).
+    confidence : array-like of shape (n_samples,)
+        Higher = more confident (e.g. ``selection_score`` or the max softmax).
+
+    Returns
+    -------
+    coverage : ndarray of shape (n_samples,)
+    risk : ndarray of shape (n_samples,)
+    thresholds : ndarray of shape (n_samples,)
+        Confidence of the last kept row at each coverage.
+    """
+    y_true, y_pred, confidence = _check(y_true, y_pred, confidence)
+    order = np.argsort(-confidence, kind="stable")
+    errors = (y_true[order] != y_pred[order]).astype(float)
+    k = np.arange(1, len(errors) + 1)
+    return k / len(errors), np.cumsum(errors) / k, confidence[order]
+
+
+def aurc(y_true, y_pred, confidence):
+    """Area under the risk-coverage curve (lower is better).
+
+    Parameters
+    ----------
+    y_true, y_pred, confidence : array-like of shape (n_samples,)
+        As in :func:`risk_coverage_curve`.
+
+    Returns
+    -------
+    aurc : float
+        Mean of the risk over the coverages ``1/n, 2/n, ..., 1``.
+
+    Examples
+    --------
+    >>> from skot.metrics import aurc
+    >>> aurc([0, 1, 1], [0, 1, 0], [0.9, 0.8, 0.1])
+    0.1111111111111111
+    """
+    _, risk, _ = risk_coverage_curve(y_true, y_pred, confidence)
+    return float(risk.mean())

@@ -1,0 +1,178 @@
+"""FGWZeroShotClassifier and SelectiveOTClassifier."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils.estimator_checks import check_estimator
+
+from skot import FGWZeroShotClassifier, SelectiveOTClassifier
+from skot.metrics import aurc, selective_accuracy
+
+
+def _clip_like(rng, n=300, k=5, d=16, imbalance=None, noise=0.9):
+    T = rng.normal(size=(k, d))
+    T /= np.linalg.norm(T, axis=1, keepdims=True)
+    if imbalance is None:
+        y = rng.integers(k, size=n)
+    else:
+        p = imbalance ** np.arange(k)
+        y = rng.choice(k, size=n, p=p / p.sum())
+    X = T[y] + noise * rng.normal(size=(n, d)) / np.sqrt(d) * 3
+    return X, y, T
+
+
+def _cos_argmax(X, T):
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Tn = T / np.linalg.norm(T, axis=1, keepdims=True)
+    return (Xn @ Tn.T).argmax(1)
+
+
+@pytest.mark.parametrize("reg", [1e-3, 0.01, 1.0])
+def test_alpha_zero_no_prior_is_argmax_cosine(rng, reg):
+    X, _, T = _clip_like(rng)
+    clf = FGWZeroShotClassifier(class_embeddings=T, reg=reg).fit(X)
+    np.testing.assert_array_equal(clf.predict(X), _cos_argmax(X, T))
+    # and the probabilities are CLIP's softmax at logit scale 1 / reg
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Tn = T / np.linalg.norm(T, axis=1, keepdims=True)
+    logits = Xn @ Tn.T / reg
+    ref = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(clf.predict_proba(X), ref / ref.sum(1, keepdims=True),
+                               atol=1e-10)
+
+
+def test_proba_rows_sum_to_one_and_decision_matches_predict(rng):
+    X, _, T = _clip_like(rng)
+    for prior in [None, "uniform", "estimate"]:
+        clf = FGWZeroShotClassifier(class_embeddings=T, class_prior=prior).fit(X)
+        P = clf.predict_proba(X)
+        np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-9)
+        np.testing.assert_array_equal(clf.decision_function(X).argmax(1), clf.predict(X))
+
+
+def test_uniform_prior_balances_the_predicted_classes(rng):
+    X, _, T = _clip_like(rng, n=200, k=4)
+    clf = FGWZeroShotClassifier(class_embeddings=T, class_prior="uniform",
+                                solver="exact").fit(X)
+    np.testing.assert_array_equal(np.bincount(clf.predict(X), minlength=4), [50] * 4)
+
+
+def test_true_prior_helps_on_long_tailed_data(rng):
+    X, y, T = _clip_like(rng, n=600, k=6, imbalance=0.5, noise=1.6)
+    prior = np.bincount(y, minlength=6) / len(y)
+    base = np.mean(_cos_argmax(X, T) == y)
+    clf = FGWZeroShotClassifier(class_embeddings=T, class_prior=prior).fit(X)
+    assert clf.score(X, y) > base + 0.02
+    uni = FGWZeroShotClassifier(class_embeddings=T, class_prior="uniform").fit(X)
+    assert uni.score(X, y) < clf.score(X, y)
+    est = FGWZeroShotClassifier(class_embeddings=T, class_prior="estimate").fit(X)
+    assert est.score(X, y) >= base
+
+
+def test_classes_labels_and_few_shot(rng):
+    X, y, T = _clip_like(rng)
+    names = np.array(["a", "b", "c", "d", "e"])
+    clf = FGWZeroShotClassifier(class_embeddings=T, classes=names).fit(X)
+    assert set(clf.predict(X)) <= set(names)
+    few = FGWZeroShotClassifier().fit(X, names[y])
+    np.testing.assert_array_equal(few.classes_, names)
+    zero = FGWZeroShotClassifier(class_embeddings=T).fit(X).score(X, y)
+    assert few.score(X, names[y]) >= zero - 0.05  # prototypes ~ the true embeddings
+
+
+def test_structure_term_and_batches_run(rng):
+    X, y, T = _clip_like(rng)
+    clf = FGWZeroShotClassifier(class_embeddings=T, alpha=0.05, class_prior="uniform",
+                                batch_size=100).fit(X)
+    assert clf.predict(X).shape == (300,)
+    assert clf.score(X, y) > 0.5
+
+
+def test_gridsearch_over_solver_and_reg(rng):
+    X, y, T = _clip_like(rng, n=200)
+    gs = GridSearchCV(FGWZeroShotClassifier(class_embeddings=T),
+                      {"solver": ["sinkhorn", "exact"], "reg": [0.01, 0.1],
+                       "class_prior": [None, "uniform"]}, cv=2).fit(X, y)
+    assert gs.best_score_ > 0.5
+
+
+def test_selective_coverage_is_exact(rng):
+    X, y, T = _clip_like(rng, n=301)
+    for cov in [0.1, 0.5, 0.77, 1.0]:
+        clf = SelectiveOTClassifier(class_embeddings=T, coverage=cov).fit(X)
+        kept = clf.predict(X) != -1
+        assert abs(kept.mean() - cov) <= 1 / 301 + 1e-12
+
+
+def test_selective_beats_full_accuracy_and_ranks_consistently(rng):
+    X, y, T = _clip_like(rng, n=400, noise=1.4)
+    clf = SelectiveOTClassifier(class_embeddings=T, coverage=0.5).fit(X)
+    pred = clf.predict(X)
+    full = np.mean(_cos_argmax(X, T) == y)
+    assert selective_accuracy(y, pred) > full
+    score = clf.selection_score(X)
+    kept = pred != -1
+    assert score[kept].min() >= score[~kept].max()
+    assert aurc(y, _cos_argmax(X, T), score) < 1 - full
+
+
+def test_selective_wraps_a_probabilistic_estimator(rng):
+    X, y, _ = _clip_like(rng, n=300)
+    lr = LogisticRegression(max_iter=500).fit(X[:150], y[:150])
+    clf = SelectiveOTClassifier(estimator=lr, coverage=0.5, reg=0.1).fit(X[:150])
+    pred = clf.predict(X[150:])
+    assert (pred != -1).sum() == 75
+    assert clf.score(X[150:], y[150:]) >= lr.score(X[150:], y[150:])
+    # an unfitted estimator is cloned and fitted on fit(X, y)
+    clf2 = SelectiveOTClassifier(estimator=LogisticRegression(max_iter=500)).fit(X, y)
+    assert clf2.estimator_ is not clf2.estimator
+
+
+def test_reject_label_string(rng):
+    X, y, T = _clip_like(rng, n=50)
+    clf = SelectiveOTClassifier(class_embeddings=T, classes=list("abcde"),
+                                coverage=0.4, reject_label="none").fit(X)
+    pred = clf.predict(X)
+    assert (pred == "none").sum() == 30
+
+
+@pytest.mark.parametrize("Est", [FGWZeroShotClassifier, SelectiveOTClassifier])
+def test_bad_input(rng, Est):
+    X, y, T = _clip_like(rng, n=40)
+    with pytest.raises(ValueError, match="class_embeddings"):
+        Est(class_embeddings=T[:, :5]).fit(X)
+    with pytest.raises(ValueError, match="solver"):
+        Est(class_embeddings=T, solver="nope").fit(X)
+    with pytest.raises(ValueError, match="reg"):
+        Est(class_embeddings=T, reg=0.0).fit(X)
+    clf = Est(class_embeddings=T).fit(X)
+    with pytest.raises(ValueError, match="NaN"):
+        Xn = X.copy()
+        Xn[0, 0] = np.nan
+        clf.predict(Xn)
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(X[:, :5])
+    with pytest.raises(ValueError, match="sample"):
+        clf.predict(X[:0])
+    with pytest.raises(ValueError, match="single class"):
+        Est().fit(X, np.zeros(40))
+    with pytest.raises(ValueError, match="device"):
+        Est(class_embeddings=T, device="cuda:7").fit(X).predict(X)
+
+
+def test_selective_coverage_out_of_range(rng):
+    X, y, T = _clip_like(rng, n=20)
+    with pytest.raises(ValueError, match="coverage"):
+        SelectiveOTClassifier(class_embeddings=T, coverage=1.5).fit(X)
+    with pytest.raises(ValueError, match="coverage"):
+        SelectiveOTClassifier(class_embeddings=T, coverage=0.0).fit(X)
+
+
+@pytest.mark.gpu
+def test_cuda_predictions_match_cpu(rng):
+    X, y, T = _clip_like(rng)
+    cpu = FGWZeroShotClassifier(class_embeddings=T, class_prior="uniform").fit(X)
+    gpu = FGWZeroShotClassifier(class_embeddings=T, class_prior="uniform",
+                                device="cuda").fit(X)
+    np.testing.assert_array_equal(cpu.predict(X), gpu.predict(X))

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from skot.metrics import aurc, risk_coverage_curve, selective_accuracy
+
+
+def test_selective_accuracy_ignores_rejected():
+    assert selective_accuracy([0, 1, 2, 2], [0, -1, 2, 1]) == pytest.approx(2 / 3)
+    assert selective_accuracy(["a", "b"], ["a", "x"], reject_label="x") == 1.0
+    with pytest.raises(ValueError, match="rejected"):
+        selective_accuracy([0, 1], [-1, -1])
+
+
+def test_risk_coverage_curve_by_hand():
+    y = np.array([0, 1, 1, 0])
+    pred = np.array([0, 0, 1, 1])  # rows 1 and 3 wrong
+    conf = np.array([0.9, 0.1, 0.8, 0.5])  # order: 0, 2, 3, 1
+    cov, risk, thr = risk_coverage_curve(y, pred, conf)
+    np.testing.assert_allclose(cov, [0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(risk, [0, 0, 1 / 3, 0.5])
+    np.testing.assert_allclose(thr, [0.9, 0.8, 0.5, 0.1])
+    assert aurc(y, pred, conf) == pytest.approx(np.mean([0, 0, 1 / 3, 0.5]))
+
+
+def test_oracle_confidence_has_the_lowest_aurc(rng):
+    y = rng.integers(3, size=200)
+    pred = np.where(rng.random(200) < 0.7, y, (y + 1) % 3)
+    oracle = (pred == y).astype(float)
+    assert aurc(y, pred, oracle) < aurc(y, pred, rng.random(200))
+
+
+def test_metric_bad_input():
+    with pytest.raises(ValueError):
+        aurc([0, 1], [0], [0.1, 0.2])
+    with pytest.raises(ValueError, match="NaN"):
+        aurc([0, 1], [0, 1], [np.nan, 0.2])
