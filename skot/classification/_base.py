@@ -83,7 +83,8 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
             return X, y
         if y is None:
             raise ValueError(
-                "y is required for few-shot fitting when class_embeddings is None "
+                f"{type(self).__name__} requires y to be passed, but the target y is "
+                "None: few-shot fitting needs labels when class_embeddings is None "
                 "(pass class_embeddings for zero-shot)"
             )
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
@@ -91,7 +92,8 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(
-                f"y has a single class ({classes[0]!r}); need at least 2 classes"
+                f"y has a single class ({classes[0]!r}, i.e. 1 class); need at least "
+                "2 classes"
             )
         Xn = _normalize(X)
         protos = np.stack([Xn[y_idx == k].mean(0) for k in range(len(classes))])

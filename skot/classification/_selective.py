@@ -207,6 +207,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
         return plan, score
 
     def _assign(self, X):
+        check_is_fitted(self)
         if self.estimator_ is None:
             X = self._check_X(X)
         else:

@@ -209,9 +209,14 @@ class FGWZeroShotClassifier(BaseOTClassifier):
 
         Returns
         -------
-        scores : ndarray of shape (n_samples, n_classes)
+        scores : ndarray of shape (n_samples, n_classes), or (n_samples,) for
+            two classes (score of ``classes_[1]`` minus that of ``classes_[0]``,
+            scikit-learn's binary convention)
         """
-        return to_numpy(self._assign(X)[1])
+        scores = to_numpy(self._assign(X)[1])
+        if scores.shape[1] == 2:
+            return scores[:, 1] - scores[:, 0]
+        return scores
 
     def predict_proba(self, X):
         """Rows of the transport plan, normalised to sum to 1.
