@@ -19,7 +19,8 @@ PUBLIC = [
 ]
 
 INIT_PARAMS = {
-    "FGWZeroShotClassifier": {},
+    # a class prior makes the prediction truly transductive (balanced OT)
+    "FGWZeroShotClassifier": {"class_prior": "uniform"},
     "SelectiveOTClassifier": {},
     "InfoOTAligner": {},
     "WassersteinCoresetSelector": {"n_samples": 0.5},
