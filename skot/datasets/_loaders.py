@@ -1,0 +1,144 @@
+"""Loaders for the embedding formats people actually have (no downloads)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import Bunch
+
+__all__ = ["load_embeddings", "load_embedding_shards"]
+
+
+def _check_2d(arr, name, path):
+    if arr.ndim != 2:
+        raise ValueError(f"{name} in {path} must be 2-D (n_rows, dim), got shape "
+                         f"{arr.shape}")
+    return arr
+
+
+def load_embeddings(path, *, key=None, labels_key=None, mmap_mode=None):
+    """Load embeddings from a ``.npy`` or ``.npz`` file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.npy`` file (one (n, d) array) or a ``.npz`` archive.
+    key : str, default=None
+        Array name inside a ``.npz``; None takes the only array, or ``"X"`` /
+        ``"embeddings"`` when there are several.
+    labels_key : str, default=None
+        Optional labels array inside a ``.npz`` (same number of rows).
+    mmap_mode : {None, "r"}, default=None
+        Memory-map a ``.npy`` instead of reading it.
+
+    Returns
+    -------
+    data : Bunch
+        ``X`` (n, d) and, when ``labels_key`` is given, ``y`` (n,).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such embeddings file: {path}")
+    if path.suffix == ".npy":
+        if labels_key is not None:
+            raise ValueError("labels_key needs a .npz archive; a .npy holds one array")
+        X = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+        return Bunch(X=_check_2d(X, "the array", path))
+    if path.suffix != ".npz":
+        raise ValueError(f"path must end in .npy or .npz, got {path.name!r}")
+    with np.load(path, allow_pickle=False) as z:
+        names = list(z.files)
+        if key is None:
+            cands = [n for n in ("X", "embeddings", "emb") if n in names]
+            if len(names) == 1:
+                key = names[0]
+            elif cands:
+                key = cands[0]
+            else:
+                raise ValueError(f"{path.name} holds several arrays {names}; pass key=")
+        if key not in names:
+            raise ValueError(f"key={key!r} is not in {path.name} (arrays: {names})")
+        out = Bunch(X=_check_2d(z[key], f"array {key!r}", path))
+        if labels_key is not None:
+            if labels_key not in names:
+                raise ValueError(f"labels_key={labels_key!r} is not in {path.name}")
+            y = z[labels_key]
+            if len(y) != len(out.X):
+                raise ValueError(f"labels {labels_key!r} have {len(y)} rows but "
+                                 f"{key!r} has {len(out.X)}")
+            out.y = y
+    return out
+
+
+def _shards(folder, stem):
+    files = list(Path(folder).glob(f"{stem}_*.npy"))
+
+    def num(p):
+        m = re.search(r"_(\d+)\.npy$", p.name)
+        return int(m.group(1)) if m else -1
+
+    return sorted(files, key=num)
+
+
+def load_embedding_shards(folder, *, modalities=("img", "text"), metadata=True):
+    """Load a folder in the clip-retrieval layout.
+
+    The layout written by ``clip-retrieval inference``::
+
+        folder/img_emb/img_emb_0.npy, img_emb_1.npy, ...
+        folder/text_emb/text_emb_0.npy, ...
+        folder/metadata/metadata_0.parquet, ...
+
+    Shards are concatenated in numeric order; every modality and the metadata
+    must have the same number of rows in every shard.
+
+    Parameters
+    ----------
+    folder : str or Path
+    modalities : tuple of str, default=("img", "text")
+        Which ``<name>_emb`` sub-folders to read (missing ones raise).
+    metadata : bool, default=True
+        Read ``metadata/*.parquet`` (needs pandas and pyarrow) when present.
+
+    Returns
+    -------
+    data : Bunch
+        ``img`` (n, d_img), ``text`` (n, d_text) (the requested modalities)
+        and ``metadata`` (a pandas DataFrame, or None).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    out = Bunch(metadata=None)
+    counts = {}
+    for mod in modalities:
+        sub = folder / f"{mod}_emb"
+        files = _shards(sub, f"{mod}_emb")
+        if not files:
+            raise ValueError(f"no shards {mod}_emb_*.npy in {sub}")
+        arrays = [_check_2d(np.load(f, allow_pickle=False), "shard", f) for f in files]
+        dims = {a.shape[1] for a in arrays}
+        if len(dims) != 1:
+            raise ValueError(f"{mod} shards have different dimensions {sorted(dims)} "
+                             f"in {sub}")
+        counts[mod] = [len(a) for a in arrays]
+        out[mod] = np.concatenate(arrays)
+    per_shard = list(counts.values())
+    if any(c != per_shard[0] for c in per_shard):
+        raise ValueError(f"row counts differ between modalities per shard: {counts}")
+    meta_dir = folder / "metadata"
+    if metadata and meta_dir.is_dir():
+        import pandas as pd
+
+        files = sorted(meta_dir.glob("metadata_*.parquet"),
+                       key=lambda p: int(re.search(r"_(\d+)\.parquet$", p.name).group(1)))
+        frames = [pd.read_parquet(f) for f in files]
+        if per_shard and [len(f) for f in frames] != per_shard[0]:
+            raise ValueError(
+                f"metadata rows per shard {[len(f) for f in frames]} do not match the "
+                f"embeddings {per_shard[0]}"
+            )
+        out.metadata = pd.concat(frames, ignore_index=True)
+    return out

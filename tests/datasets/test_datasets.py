@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from skot.datasets import load_embedding_shards, load_embeddings, make_clip_like
+
+
+def test_make_clip_like_shapes_seed_and_structure():
+    d = make_clip_like(500, n_classes=5, n_features=16, random_state=0)
+    assert d.X.shape == (500, 16) and d.Y.shape == (500, 16)
+    np.testing.assert_allclose(np.linalg.norm(d.X, axis=1), 1)
+    again = make_clip_like(500, n_classes=5, n_features=16, random_state=0)
+    np.testing.assert_array_equal(d.X, again.X)
+    # zero-shot works better than chance, and the modality gap is there
+    acc = np.mean((d.X @ d.class_embeddings.T).argmax(1) == d.y)
+    assert acc > 0.5
+    assert (d.X @ d.Y.T).mean() < (d.X @ d.X.T).mean()
+    # paired captions are closer than random ones
+    assert np.mean(np.sum(d.X * d.Y, 1)) > np.mean(d.X @ d.Y.T)
+
+
+def test_long_tail_and_noisy_pairs():
+    d = make_clip_like(2000, n_classes=6, imbalance=0.5, noise_ratio=0.3, random_state=1)
+    counts = np.bincount(d.y, minlength=6)
+    assert counts[0] > 10 * counts[-1]
+    assert d.noisy.mean() == pytest.approx(0.3, abs=0.01)
+    np.testing.assert_allclose(d.class_prior.sum(), 1)
+
+
+def test_generator_bad_input():
+    with pytest.raises(ValueError, match="imbalance"):
+        make_clip_like(10, imbalance=0)
+    with pytest.raises(ValueError, match="n_classes"):
+        make_clip_like(10, n_classes=1)
+
+
+def test_load_npy_and_npz(tmp_path):
+    X = np.random.default_rng(0).normal(size=(7, 3))
+    np.save(tmp_path / "a.npy", X)
+    np.testing.assert_array_equal(load_embeddings(tmp_path / "a.npy").X, X)
+    np.savez(tmp_path / "b.npz", X=X, y=np.arange(7))
+    b = load_embeddings(tmp_path / "b.npz", labels_key="y")
+    np.testing.assert_array_equal(b.y, np.arange(7))
+    np.savez(tmp_path / "c.npz", X=X, y=np.arange(6))
+    with pytest.raises(ValueError, match="rows"):
+        load_embeddings(tmp_path / "c.npz", labels_key="y")
+    with pytest.raises(ValueError, match="npy or .npz"):
+        load_embeddings(tmp_path / "a.txt")  # noqa
+    np.save(tmp_path / "v.npy", np.arange(3.0))
+    with pytest.raises(ValueError, match="2-D"):
+        load_embeddings(tmp_path / "v.npy")
+
+
+def test_load_clip_retrieval_layout(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(0)
+    for sub in ("img_emb", "text_emb", "metadata"):
+        (tmp_path / sub).mkdir()
+    sizes = [4, 3]
+    for i, s in enumerate(sizes):
+        np.save(tmp_path / "img_emb" / f"img_emb_{i}.npy", rng.normal(size=(s, 5)))
+        np.save(tmp_path / "text_emb" / f"text_emb_{i}.npy", rng.normal(size=(s, 5)))
+        pd.DataFrame({"caption": [f"c{i}{j}" for j in range(s)]}).to_parquet(
+            tmp_path / "metadata" / f"metadata_{i}.parquet")
+    d = load_embedding_shards(tmp_path)
+    assert d.img.shape == (7, 5) and d.text.shape == (7, 5) and len(d.metadata) == 7
+    assert d.metadata.caption.iloc[4] == "c10"
+    np.save(tmp_path / "text_emb" / "text_emb_1.npy", rng.normal(size=(2, 5)))
+    with pytest.raises(ValueError, match="row counts"):
+        load_embedding_shards(tmp_path)
+    np.save(tmp_path / "text_emb" / "text_emb_1.npy", rng.normal(size=(3, 6)))
+    with pytest.raises(ValueError, match="dimensions"):
+        load_embedding_shards(tmp_path)
