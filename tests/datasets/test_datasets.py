@@ -44,7 +44,8 @@ def test_load_npy_and_npz(tmp_path):
     with pytest.raises(ValueError, match="rows"):
         load_embeddings(tmp_path / "c.npz", labels_key="y")
     with pytest.raises(ValueError, match="npy or .npz"):
-        load_embeddings(tmp_path / "a.txt")  # noqa
+        (tmp_path / "a.txt").write_text("x")
+        load_embeddings(tmp_path / "a.txt")
     np.save(tmp_path / "v.npy", np.arange(3.0))
     with pytest.raises(ValueError, match="2-D"):
         load_embeddings(tmp_path / "v.npy")
