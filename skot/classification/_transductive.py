@@ -42,20 +42,22 @@ class Assignment:
         self.g = g  # (k,) column potentials
 
 
-def estimate_prior(C, reg, *, shrinkage=1.0, max_iter=100, tol=1e-6):
+def estimate_prior(C, reg, *, pseudo_count=10.0, max_iter=100, tol=1e-6):
     """MAP-EM estimate of the class prior of a batch (Saerens et al. 2002).
 
-    A symmetric Dirichlet prior adds ``shrinkage * n / k`` pseudo-counts to
-    every class: plain EM (``shrinkage=0``) collapses onto a few classes when
-    there are few rows per class (measured on Stanford Cars, 196 classes and
-    ~8 images per class: 48.5% accuracy against 59.0% for argmax cosine).
+    A symmetric Dirichlet prior adds ``pseudo_count`` rows to every class: plain
+    EM collapses onto a few classes when there are few rows per class (measured
+    on Stanford Cars, 196 classes and ~8 images per class: 48.5% accuracy
+    against 59.0% for argmax cosine), while with many rows per class the
+    pseudo-counts are negligible.
     """
     k = C.shape[1]
     logits = -C / reg
     log_pi = torch.full((k,), -math.log(k), dtype=C.dtype, device=C.device)
     for _ in range(max_iter):
         post = torch.softmax(logits + log_pi, dim=1)
-        pi = (post.mean(0) + shrinkage / k) / (1.0 + shrinkage)
+        n = post.shape[0]
+        pi = (post.sum(0) + pseudo_count) / (n + pseudo_count * k)
         new = torch.log(pi.clamp_min(torch.finfo(C.dtype).tiny))
         done = float((new.exp() - log_pi.exp()).abs().sum()) < tol
         log_pi = new

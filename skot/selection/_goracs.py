@@ -324,18 +324,15 @@ def swap_refine(
         inner = torch.topk(F_in, min(cut_num, k)).indices
         C_S = prob.rows(S)
         C_out = prob.rows(outer)
-        P = plan.to(C_S.dtype)
-        # primal certificate: moving kept row r's transported mass onto candidate
-        # i is a feasible plan, so delta[r, i] < 0 guarantees a lower objective
-        # (checked for every kept row, not only the pruned inner ones)
-        delta_all = P @ C_out.T - (P * C_S).sum(1, keepdim=True)
-        delta = delta_all[inner]
-        moved = _certified_batch(delta_all, tol)
+        P_in = plan[inner].to(C_S.dtype)
+        # primal certificate: moving row r's transported mass onto candidate i
+        delta = P_in @ C_out.T - (P_in * C_S[inner]).sum(1, keepdim=True)
+        moved = _certified_batch(delta, tol)
         accepted = False
         if moved:
             S_new = S.copy()
             for r, i in moved:
-                S_new[r] = int(outer[i])
+                S_new[int(inner[r])] = int(outer[i])
             v, p, g = prob.solve(prob.rows(S_new))
             if v < value - tol:
                 S, value, plan, f, accepted = S_new, v, p, g, True
