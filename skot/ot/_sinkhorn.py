@@ -290,10 +290,18 @@ def sinkhorn_core(
                 )
                 need_absorb = not math.isfinite(big) or big > tau
         if not math.isfinite(err):
-            # cannot happen with valid inputs; never let a NaN out silently
-            raise FloatingPointError(
-                "non-finite potentials in Sinkhorn; please report this with the inputs"
-            )
+            # an overflowing marginal (e.g. after a poor warm start) only means the
+            # kernel must be re-absorbed; non-finite potentials are a bug
+            with torch.no_grad():
+                ok = bool(torch.isfinite(st.f()).all() and torch.isfinite(st.g()).all())
+            if not ok:
+                raise FloatingPointError(
+                    "non-finite potentials in Sinkhorn; please report this with the "
+                    "inputs"
+                )
+            if use_kernel:
+                absorb()
+            continue
         if err < tol:
             converged = True
             break
