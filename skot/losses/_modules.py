@@ -1,0 +1,81 @@
+"""Thin ``nn.Module`` wrappers around :mod:`skot.losses._functional`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import _functional as F
+
+__all__ = ["OTContrastiveLoss", "LOSSES"]
+
+#: loss name -> (function, fixed keyword arguments)
+LOSSES = {
+    "infonce": (F.infonce_loss, {}),
+    "iot": (F.iot_loss, {"method": "sinkhorn"}),
+    "iot_total": (F.iot_loss, {"method": "total"}),
+    "unbalanced": (F.iot_loss, {"method": "unbalanced"}),
+    "dbot": (F.iot_loss, {"method": "dbot"}),
+    "fgw": (F.fgw_loss, {}),
+    "ufgw": (F.fgw_loss, {"unbalanced": 1.0}),
+    "ncu": (F.ncu_loss, {}),
+}
+
+
+class OTContrastiveLoss(nn.Module):
+    """Contrastive loss of a given ``loss`` name, plus the optional regularisers.
+
+    Parameters
+    ----------
+    loss : str
+        One of :data:`LOSSES`: ``"infonce"``, ``"iot"``, ``"iot_total"``,
+        ``"unbalanced"``, ``"dbot"``, ``"fgw"``, ``"ufgw"``, ``"ncu"``.
+    reg : float
+        Temperature / entropic regularisation.
+    uniformity : float, default=0.0
+        Weight of IOT-CL's uniformity penalty (``"iot*"``, ``"unbalanced"``,
+        ``"dbot"``).
+    align_weight : float, default=0.0
+        Weight of the OT regulariser between the latent clouds of both
+        modalities (partially paired data).
+    options : dict, optional
+        Extra keyword arguments of the loss function (``alpha``,
+        ``unbalanced``, ``noise_ratio``, ``gamma``, ...).
+    """
+
+    def __init__(self, loss="iot", *, reg=0.05, uniformity=0.0, align_weight=0.0,
+                 options=None):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss={loss!r} is not known; choose one of {sorted(LOSSES)}")
+        self.loss, self.reg = loss, reg
+        self.uniformity, self.align_weight = uniformity, align_weight
+        self.options = dict(options or {})
+
+    def forward(self, zx, zy, *, x_all=None, y_all=None, target=None):
+        """Loss on paired rows (+ the alignment regulariser on all rows).
+
+        Parameters
+        ----------
+        zx, zy : tensors (n, k)
+            Normalised embeddings of the n pairs.
+        x_all, y_all : tensors, optional
+            Embeddings of every available row of each modality (paired or not),
+            used by the alignment regulariser (default: the pairs).
+        target : tensor (n, n), optional
+            Target coupling (see :func:`skot.losses.target_plan`).
+        """
+        func, fixed = LOSSES[self.loss]
+        kw = {**fixed, **self.options}
+        if self.uniformity and func is F.iot_loss:
+            kw["uniformity"] = self.uniformity
+        total = zx.new_zeros(())
+        if len(zx) >= 2:
+            total = total + func(zx, zy, reg=self.reg, target=target, **kw)
+        if self.align_weight > 0:
+            xa = zx if x_all is None else x_all
+            ya = zy if y_all is None else y_all
+            if len(xa) and len(ya):
+                total = total + self.align_weight * F.alignment_regulariser(
+                    xa, ya, reg=max(self.reg, 0.05))
+        return total

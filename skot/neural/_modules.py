@@ -1,0 +1,75 @@
+"""Projection heads for precomputed features, and the skorch net that trains them."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from skorch import NeuralNet
+from torch import nn
+
+from ..losses import target_plan
+
+__all__ = ["ResidualHead", "TwoTower", "TowerOutput", "ContrastiveNet"]
+
+
+class TowerOutput(NamedTuple):
+    """Normalised embeddings of the two modalities, shapes (n, k)."""
+
+    zx: torch.Tensor
+    zy: torch.Tensor
+
+
+class ResidualHead(nn.Module):
+    """``z = normalize(B x + U relu(V x))`` with ``B`` the identity (or the
+    truncation to the first k coordinates) and ``U = 0`` at initialisation, so the
+    untrained head keeps the input geometry (CLIP's zero-shot transfer)."""
+
+    def __init__(self, d_in, d_out, hidden=None):
+        super().__init__()
+        hidden = hidden or min(d_in, 512)
+        self.base = nn.Linear(d_in, d_out, bias=False)
+        with torch.no_grad():
+            self.base.weight.zero_()
+            k = min(d_in, d_out)
+            self.base.weight[:k, :k] = torch.eye(k)
+        self.V = nn.Linear(d_in, hidden)
+        self.U = nn.Linear(hidden, d_out)
+        nn.init.zeros_(self.U.weight)
+        nn.init.zeros_(self.U.bias)
+
+    def forward(self, x):
+        return F.normalize(self.base(x) + self.U(torch.relu(self.V(x))), dim=-1)
+
+
+class TwoTower(nn.Module):
+    """One residual head per modality."""
+
+    def __init__(self, d_x=2, d_y=2, n_components=2, hidden=None):
+        super().__init__()
+        self.tower_x = ResidualHead(d_x, n_components, hidden)
+        self.tower_y = ResidualHead(d_y, n_components, hidden)
+
+    def forward(self, x, y, mx=None, my=None):
+        return TowerOutput(self.tower_x(x), self.tower_y(y))
+
+
+class ContrastiveNet(NeuralNet):
+    """skorch net whose loss sees both towers and the pairing masks.
+
+    Only ``get_loss`` is overridden: skorch owns the loop, callbacks, device,
+    history and checkpointing.
+    """
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        zx, zy = y_pred
+        mx, my = X["mx"].to(zx.device), X["my"].to(zx.device)
+        paired = mx & my
+        target = None
+        if paired.sum() >= 2:
+            # rows sharing the same paired embedding (one prompt, many images)
+            # are positives of each other
+            target = target_plan(y_raw=X["y"].to(zx.device)[paired])
+        return self.criterion_(zx[paired], zy[paired], x_all=zx[mx], y_all=zy[my],
+                               target=target)
