@@ -67,14 +67,25 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
     loss : str, default="iot"
         One of ``"infonce"``, ``"iot"``, ``"iot_total"``, ``"unbalanced"``,
         ``"dbot"``, ``"fgw"``, ``"ufgw"``, ``"ncu"``.
-    reg : float > 0, default=0.05
-        Temperature / entropic regularisation ε of the loss.
+    reg : float > 0, default=0.01
+        Temperature / entropic regularisation ε of the loss (CLIP's 1/100).
     solver : str or OTSolver, default="sinkhorn"
         Name of the OT method (from :func:`skot.ot.available_methods`) used by the
         plan-based losses; ``loss`` selects the constraint set, so this is kept
         for API uniformity and validated.
     n_components : int, default=None
         Output dimension (default: ``min(n_features_X, n_features_Y)``).
+    heads : {"both", "x", "y"}, default="both"
+        Which heads are trained (the other stays the identity map), e.g. "x"
+        adapts image features to fixed text prompts.
+    hidden : int >= 0, default=0
+        Width of the residual MLP; 0 makes the residual branch linear.
+    mix : float in [0, 1], default=0.2
+        ``transform`` returns ``normalize((1 - mix) * x + mix * head(x))``: an
+        interpolation of the trained head with the identity (WiSE-FT in embedding
+        space). On Stanford Cars (fit on 98 classes) mix=1 gained 11 points on the
+        seen classes but lost 30 on the unseen ones; mix=0.2 keeps most of the
+        gain and the zero-shot transfer (see the user guide).
     uniformity : float >= 0, default=0.0
         Weight of IOT-CL's uniformity penalty.
     align_weight : float >= 0, default=0.0
@@ -121,6 +132,9 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         "reg": [Interval(Real, 0, None, closed="neither")],
         "solver": [StrOptions(set(available_methods())), OTSolver],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "heads": [StrOptions({"both", "x", "y"})],
+        "mix": [Interval(Real, 0, 1, closed="both")],
+        "hidden": [Interval(Integral, 0, None, closed="left")],
         "uniformity": [Interval(Real, 0, None, closed="left")],
         "align_weight": [Interval(Real, 0, None, closed="left")],
         "alpha": [Interval(Real, 0, 1, closed="both")],
@@ -134,14 +148,17 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, loss="iot", *, reg=0.05, solver="sinkhorn", n_components=None,
-                 uniformity=0.0, align_weight=0.0, alpha=0.1, noise_ratio=0.1,
-                 max_epochs=10, batch_size=256, lr=1e-3, weight_decay=1e-4,
+    def __init__(self, loss="iot", *, reg=0.01, solver="sinkhorn", n_components=None,
+                 heads="both", hidden=0, mix=0.2, uniformity=0.0, align_weight=0.0,
+                 alpha=0.1, noise_ratio=0.1, max_epochs=10, batch_size=256, lr=1e-3, weight_decay=1e-4,
                  device="cpu", random_state=None, verbose=0):
         self.loss = loss
         self.reg = reg
         self.solver = solver
         self.n_components = n_components
+        self.heads = heads
+        self.hidden = hidden
+        self.mix = mix
         self.uniformity = uniformity
         self.align_weight = align_weight
         self.alpha = alpha
@@ -221,6 +238,7 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         net = ContrastiveNet(
             TwoTower,
             module__d_x=X.shape[1], module__d_y=Y.shape[1], module__n_components=k,
+            module__heads=self.heads, module__hidden=self.hidden,
             criterion=OTContrastiveLoss, criterion__loss=self.loss,
             criterion__reg=self.reg, criterion__uniformity=self.uniformity,
             criterion__align_weight=self.align_weight,
@@ -250,7 +268,7 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         with torch.no_grad():
             for i in range(0, len(A), 4096):
                 t = torch.as_tensor(A[i:i + 4096], device=dev)
-                out.append(getattr(self.module_, tower)(t).cpu().numpy())
+                out.append(getattr(self.module_, tower)(t, mix=self.mix).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.n_components_),
                                                          dtype=np.float32)
 

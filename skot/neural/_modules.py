@@ -28,28 +28,43 @@ class ResidualHead(nn.Module):
 
     def __init__(self, d_in, d_out, hidden=None):
         super().__init__()
-        hidden = hidden or min(d_in, 512)
+        hidden = min(d_in, 512) if hidden is None else hidden
         self.base = nn.Linear(d_in, d_out, bias=False)
         with torch.no_grad():
             self.base.weight.zero_()
             k = min(d_in, d_out)
             self.base.weight[:k, :k] = torch.eye(k)
-        self.V = nn.Linear(d_in, hidden)
-        self.U = nn.Linear(hidden, d_out)
+        # the base map stays fixed: training moves only the residual branch, and
+        # weight decay pulls it back towards the identity (keeps zero-shot transfer)
+        self.base.weight.requires_grad_(False)
+        # hidden=0: a linear residual map; otherwise a one-hidden-layer MLP
+        self.V = nn.Linear(d_in, hidden) if hidden else nn.Identity()
+        self.U = nn.Linear(hidden or d_in, d_out)
         nn.init.zeros_(self.U.weight)
         nn.init.zeros_(self.U.bias)
+        self.hidden = hidden
 
-    def forward(self, x):
-        return F.normalize(self.base(x) + self.U(torch.relu(self.V(x))), dim=-1)
+    def forward(self, x, mix=1.0):
+        """Embed; ``mix < 1`` interpolates with the untrained (identity) map."""
+        h = torch.relu(self.V(x)) if self.hidden else x
+        b = self.base(x)
+        z = F.normalize(b + self.U(h), dim=-1)
+        if mix >= 1.0:
+            return z
+        return F.normalize((1.0 - mix) * F.normalize(b, dim=-1) + mix * z, dim=-1)
 
 
 class TwoTower(nn.Module):
     """One residual head per modality."""
 
-    def __init__(self, d_x=2, d_y=2, n_components=2, hidden=None):
+    def __init__(self, d_x=2, d_y=2, n_components=2, hidden=None, heads="both"):
         super().__init__()
         self.tower_x = ResidualHead(d_x, n_components, hidden)
         self.tower_y = ResidualHead(d_y, n_components, hidden)
+        for name, tower in (("x", self.tower_x), ("y", self.tower_y)):
+            if heads not in ("both", name):
+                for p in tower.parameters():
+                    p.requires_grad_(False)
 
     def forward(self, x, y, mx=None, my=None):
         return TowerOutput(self.tower_x(x), self.tower_y(y))
