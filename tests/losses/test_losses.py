@@ -1,0 +1,102 @@
+"""Loss identities and references."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import skot.losses as L
+
+
+def _pair(n=12, d=6, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = F.normalize(torch.randn(n, d, generator=g, dtype=dtype), dim=1)
+    y = F.normalize(x + 0.5 * torch.randn(n, d, generator=g, dtype=dtype), dim=1)
+    return x, y
+
+
+def _open_clip_loss(x, y, logit_scale):
+    # open_clip.ClipLoss, written out: symmetric CE on logit_scale * x @ y.T
+    logits = logit_scale * x @ y.T
+    labels = torch.arange(len(x))
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def test_infonce_equals_open_clip_clip_loss():
+    x, y = _pair()
+    for reg in (0.01, 0.07, 0.5):
+        torch.testing.assert_close(L.infonce_loss(x, y, reg=reg),
+                                   _open_clip_loss(x, y, 1 / reg))
+
+
+def test_rows_only_iot_equals_infonce():
+    x, y = _pair()
+    torch.testing.assert_close(L.iot_loss(x, y, reg=0.1, method="rows"),
+                               L.infonce_loss(x, y, reg=0.1))
+
+
+def test_envelope_iot_equals_unrolled_kl_and_has_plan_gradient():
+    x, y = _pair()
+    xe = x.clone().requires_grad_(True)
+    le = L.iot_loss(xe, y, reg=0.1)
+    xa = x.clone().requires_grad_(True)
+    la = L.iot_loss(xa, y, reg=0.1, grad="autodiff")
+    torch.testing.assert_close(le, la, atol=1e-4, rtol=1e-4)  # loss tol: 1e-5 L1
+    le.backward()
+    la.backward()
+    torch.testing.assert_close(xe.grad, xa.grad, atol=1e-3, rtol=1e-3)
+
+
+def test_iot_at_huge_reg_is_uniform_plan():
+    x, y = _pair()
+    n = len(x)
+    # plan -> a b^T: KL(I/n || 1/n^2) = log n
+    assert float(L.iot_loss(x, y, reg=1e6)) == pytest.approx(math.log(n), rel=1e-5)
+
+
+def test_total_mass_loss_is_global_softmax():
+    x, y = _pair()
+    n, reg = len(x), 0.2
+    logits = (x @ y.T) / reg
+    ref = -(torch.diagonal(logits) - torch.logsumexp(logits.flatten(), 0)).mean() \
+        - math.log(n)
+    torch.testing.assert_close(L.iot_loss(x, y, reg=reg, method="total"), ref)
+
+
+@pytest.mark.parametrize("name", sorted(L.LOSSES))
+def test_every_loss_is_finite_and_differentiable(name):
+    x, y = _pair(dtype=torch.float32)
+    x = x.clone().requires_grad_(True)
+    loss = L.OTContrastiveLoss(name, reg=0.1, uniformity=0.1)(x, y)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+
+
+def test_loss_prefers_aligned_pairs():
+    x, y = _pair()
+    for name in ("infonce", "iot", "dbot", "fgw", "ncu"):
+        good = L.OTContrastiveLoss(name, reg=0.1)(x, x)
+        bad = L.OTContrastiveLoss(name, reg=0.1)(x, y.flip(0))
+        assert float(good) < float(bad), name
+
+
+def test_target_plan_groups_duplicates():
+    y = torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0]])
+    T = L.target_plan(y_raw=y)
+    np.testing.assert_allclose(T.sum(1).numpy(), 1 / 3)
+    np.testing.assert_allclose(T.sum(0).numpy(), 1 / 3)
+    assert T[0, 1] > 0 and T[0, 2] == 0
+
+
+def test_alignment_regulariser_is_zero_for_identical_clouds_shifted_otherwise():
+    x, y = _pair()
+    same = L.alignment_regulariser(x, x, reg=0.05)
+    diff = L.alignment_regulariser(x, -x, reg=0.05)
+    assert float(diff) > float(same)
+
+
+def test_unknown_loss_name():
+    with pytest.raises(ValueError, match="loss='nope'"):
+        L.OTContrastiveLoss("nope")

@@ -1,0 +1,119 @@
+"""OTContrastiveEmbedder: training, API, persistence, real data."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV
+
+from skot import OTContrastiveEmbedder
+from skot.datasets import make_clip_like
+
+
+@pytest.fixture
+def pairs():
+    d = make_clip_like(300, n_classes=6, n_features=16, class_spread=1.5,
+                       text_noise=0.8, random_state=0)
+    return d.X.astype(np.float32), d.Y.astype(np.float32)
+
+
+def test_fit_transform_shapes_and_history(pairs):
+    X, Y = pairs
+    emb = OTContrastiveEmbedder(max_epochs=2, random_state=0).fit(X, Y)
+    zx, zy = emb.transform(X, Y[:5])
+    assert zx.shape == (300, 16) and zy.shape == (5, 16)
+    np.testing.assert_allclose(np.linalg.norm(zx, axis=1), 1, atol=1e-5)
+    assert len(emb.history_) == 2 and emb.module_ is emb.net_.module_
+
+
+def test_untrained_head_is_identity(pairs):
+    X, Y = pairs
+    emb = OTContrastiveEmbedder(max_epochs=1, lr=1e-12, random_state=0).fit(X, Y)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    np.testing.assert_allclose(emb.transform(X), Xn, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["infonce", "iot", "unbalanced", "ncu"])
+def test_training_improves_retrieval(loss):
+    # the second modality is a rotated, noisy copy: raw retrieval is near chance
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 8)).astype(np.float32)
+    R = np.linalg.qr(rng.normal(size=(8, 8)))[0].astype(np.float32)
+    Y = X @ R + 0.3 * rng.normal(size=(400, 8)).astype(np.float32)
+    before = OTContrastiveEmbedder(max_epochs=1, lr=1e-12, random_state=0).fit(
+        X[:300], Y[:300]).score(X[300:], Y[300:])
+    emb = OTContrastiveEmbedder(loss, max_epochs=20, mix=1.0, lr=1e-2, reg=0.05,
+                                random_state=0, batch_size=100)
+    after = emb.fit(X[:300], Y[:300]).score(X[300:], Y[300:])
+    assert after > before + 0.2, (before, after)
+
+
+def test_reproducible_on_cpu(pairs):
+    X, Y = pairs
+    a = OTContrastiveEmbedder(max_epochs=2, random_state=3).fit(X, Y).transform(X)
+    b = OTContrastiveEmbedder(max_epochs=2, random_state=3).fit(X, Y).transform(X)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_partially_paired_rows(pairs):
+    X, Y = pairs
+    X, Y = X.copy(), Y.copy()
+    Y[:100] = np.nan
+    X[250:] = np.nan
+    emb = OTContrastiveEmbedder(max_epochs=2, align_weight=0.1, random_state=0).fit(X, Y)
+    assert np.isfinite(emb.transform(np.nan_to_num(X))).all()
+
+
+def test_pickle_clone_and_gridsearch(pairs):
+    X, Y = pairs
+    emb = OTContrastiveEmbedder(max_epochs=1, random_state=0).fit(X, Y)
+    again = pickle.loads(pickle.dumps(emb))
+    np.testing.assert_allclose(again.transform(X), emb.transform(X))
+    assert clone(emb).get_params() == emb.get_params()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gs = GridSearchCV(OTContrastiveEmbedder(max_epochs=1, random_state=0),
+                          {"loss": ["infonce", "iot"], "reg": [0.05, 0.1]}, cv=2)
+        gs.fit(X, Y)
+    assert set(gs.best_params_) == {"loss", "reg"}
+
+
+def test_bad_input(pairs):
+    X, Y = pairs
+    with pytest.raises(ValueError, match="inconsistent"):
+        OTContrastiveEmbedder(max_epochs=1).fit(X, Y[:30])
+    Xi = X.copy()
+    Xi[0, 0] = np.inf
+    with pytest.raises(ValueError, match="inf"):
+        OTContrastiveEmbedder(max_epochs=1).fit(Xi, Y)
+    Xp = X.copy()
+    Xp[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        OTContrastiveEmbedder(max_epochs=1).fit(Xp, Y)
+    with pytest.raises(ValueError, match="loss"):
+        OTContrastiveEmbedder(loss="nope", max_epochs=1).fit(X, Y)
+    with pytest.raises(ValueError, match="device"):
+        OTContrastiveEmbedder(device="cuda:9", max_epochs=1).fit(X, Y)
+
+
+@pytest.mark.slow
+def test_cars_seen_unseen_protocol(shared_data):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from eval_embedder_cars import zero_shot
+
+    d = shared_data / "clip-vitb32-stanford-cars"
+    Xs, ys = np.load(d / "img_feats_16shot.npy"), np.load(d / "img_labels_16shot.npy")
+    Xv, yv = np.load(d / "img_feats_val.npy"), np.load(d / "img_labels_val.npy")
+    T = np.load(d / "text_feats.npy")
+    tr, vs = ys < 98, yv < 98
+    raw = zero_shot(Xv, yv, T)
+    emb = OTContrastiveEmbedder(random_state=0).fit(Xs[tr], T[ys[tr]])
+    ok = zero_shot(Xv, yv, T, emb)
+    assert ok[vs].mean() >= raw[vs].mean() + 0.02
+    assert ok[~vs].mean() >= raw[~vs].mean() - 0.03
