@@ -35,6 +35,13 @@ def _rows_missing(A, name):
     return full
 
 
+def _alias(Y, y):
+    """``Y`` or its scikit-learn spelling ``y`` (not both)."""
+    if Y is not None and y is not None:
+        raise ValueError("pass the paired features as Y or y, not both")
+    return Y if Y is not None else y
+
+
 class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
     r"""Train projection heads on paired features with an OT contrastive loss.
 
@@ -174,7 +181,9 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
-        tags.input_tags.allow_nan = True
+        # NaN is accepted only as whole missing rows (unpaired samples), not
+        # elementwise, so the elementwise ``allow_nan`` tag stays False
+        tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
 
@@ -184,7 +193,8 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
                 "OTContrastiveEmbedder requires y to be passed, but the target y is "
                 "None: fit(X, Y) needs the paired features Y"
             )
-        X = validate_data(self, X, dtype=np.float32, ensure_all_finite=False)
+        X = validate_data(self, X, dtype=np.float32, ensure_all_finite=False,
+                          ensure_min_samples=2)
         Y = check_array(Y, dtype=np.float32, ensure_all_finite=False, ensure_2d=False,
                         input_name="Y")
         if Y.ndim == 1:
@@ -208,7 +218,7 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         return {}
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, Y):
+    def fit(self, X, Y=None, *, y=None):
         """Train the heads on the pairs ``(X[i], Y[i])``.
 
         Parameters
@@ -217,12 +227,14 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
             First modality (e.g. image features); all-NaN rows are unpaired.
         Y : array-like of shape (n_samples, n_features_y)
             Second modality, row-aligned with X; all-NaN rows are unpaired.
+        y : array-like, default=None
+            Alias of ``Y`` (scikit-learn's keyword for the second argument).
 
         Returns
         -------
         self
         """
-        X, Y, mx, my = self._validate_xy(X, Y)
+        X, Y, mx, my = self._validate_xy(X, _alias(Y, y))
         device = resolve_device(self.device)
         seed = self.random_state
         if seed is None or not isinstance(seed, (int, np.integer)):
@@ -300,22 +312,28 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
                              f"fitted with {self.n_features_y_}")
         return zx, self._embed(Y, "tower_y")
 
-    def fit_transform(self, X, Y=None):
+    def fit_transform(self, X, Y=None, *, y=None):
         """Fit, then embed X (and Y when given)."""
+        Y = _alias(Y, y)
         return self.fit(X, Y).transform(X, Y)
 
-    def score(self, X, Y):
+    def score(self, X, Y=None, *, y=None):
         """Mean of X->Y and Y->X recall@1 over the paired rows.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         Y : array-like of shape (n_samples, n_features_y)
+        y : array-like, default=None
+            Alias of ``Y``.
 
         Returns
         -------
         recall : float
         """
+        Y = _alias(Y, y)
+        if Y is None:
+            raise ValueError("score(X, Y) needs the paired features Y, got Y=None")
         zx, zy = self.transform(X, Y)
         if len(zx) != len(zy):
             raise ValueError("score needs paired rows: X and Y must have the same length")
