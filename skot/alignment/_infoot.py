@@ -31,11 +31,14 @@ def _split_domains(X, y, sample_domain):
     """
     if sample_domain is None:
         if y is None or not np.any(np.asarray(y) == -1):
-            raise ValueError(
-                "sample_domain is required to tell source rows (> 0) from target "
-                "rows (< 0) (or pass y with -1 for the unlabelled target rows); got "
-                "sample_domain=None and no target rows"
-            )
+            # no domain information at all: the rows are their own target (the
+            # alignment is then close to the identity); said out loud, not silent
+            warnings.warn(
+                "InfoOTAligner.fit got no sample_domain and no target rows (y == -1): "
+                "X is aligned onto itself. Pass sample_domain (> 0 source, < 0 "
+                "target) to align two domains.", UserWarning, stacklevel=3)
+            every = np.ones(len(X), dtype=bool)
+            return every, every
         sample_domain = np.where(np.asarray(y) == -1, -2, 1)
     sd = np.asarray(sample_domain)
     if sd.shape != (len(X),):
@@ -313,13 +316,11 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
         return out
 
     def fit_transform(self, X, y=None, *, sample_domain=None, X_target=None):
-        """Fit, then map the fitted source rows (target rows unchanged)."""
+        """Fit, then ``transform(X, sample_domain=sample_domain)`` (with
+        ``X_target``: ``transform_source(X)``)."""
         self.fit(X, y, sample_domain=sample_domain, X_target=X_target)
         if X_target is not None:
             return self.transform_source(X)
-        if sample_domain is None:
-            src, _ = _split_domains(X, y, sample_domain)
-            sample_domain = np.where(src, 1, -1)
         return self.transform(X, sample_domain=sample_domain)
 
 

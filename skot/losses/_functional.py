@@ -43,7 +43,8 @@ def target_plan(x_raw=None, y_raw=None, n=None, *, atol=1e-6, device=None,
     if ref is None:
         return torch.eye(n, device=device, dtype=dtype) / n
     r = F.normalize(ref.detach(), dim=1)
-    same = (r @ r.T >= 1 - atol).to(r.dtype)
+    eye = torch.eye(len(r), dtype=torch.bool, device=r.device)
+    same = ((r @ r.T >= 1 - atol) | eye).to(r.dtype)
     return same / same.sum(1, keepdim=True) / len(r)
 
 
