@@ -100,3 +100,27 @@ def test_alignment_regulariser_is_zero_for_identical_clouds_shifted_otherwise():
 def test_unknown_loss_name():
     with pytest.raises(ValueError, match="loss='nope'"):
         L.OTContrastiveLoss("nope")
+
+
+def test_envelope_gradient_matches_finite_differences():
+    # d/dx of the envelope-based IOT loss vs central differences of the loss value
+    x, y = _pair(n=8, d=4)
+    xg = x.clone().requires_grad_(True)
+    L.iot_loss(xg, y, reg=0.2).backward()
+    g = torch.Generator().manual_seed(1)
+    h = 1e-5
+    for _ in range(3):
+        v = torch.randn(x.shape, generator=g, dtype=x.dtype)
+        fd = (L.iot_loss(x + h * v, y, reg=0.2) - L.iot_loss(x - h * v, y, reg=0.2)) / (2 * h)
+        assert float((xg.grad * v).sum()) == pytest.approx(float(fd), rel=1e-3, abs=1e-6)
+
+
+def test_iot_plan_is_uniform_at_huge_reg():
+    # the inner plan itself (not only the loss value) tends to a b^T
+    from skot.ot import solve
+
+    x, y = _pair()
+    n = len(x)
+    res = solve(1 - x @ y.T, reg=1e6, grad="envelope")
+    torch.testing.assert_close(res.plan, torch.full((n, n), 1 / n**2, dtype=x.dtype),
+                               atol=1e-8, rtol=1e-5)
