@@ -77,9 +77,13 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
     reg : float > 0, default=0.01
         Temperature / entropic regularisation ε of the loss (CLIP's 1/100).
     solver : str or OTSolver, default="sinkhorn"
-        Name of the OT method (from :func:`skot.ot.available_methods`) used by the
-        plan-based losses; ``loss`` selects the constraint set, so this is kept
-        for API uniformity and validated.
+        A name from :func:`skot.ot.available_methods` or an
+        :class:`skot.ot.OTSolver`. ``loss`` selects the constraint set of the
+        inner problem, so a name is only validated (the plan-based losses use
+        the envelope gradient); an ``OTSolver`` instance sets the inner solve of
+        the ``"iot*"``/``"unbalanced"``/``"dbot"`` losses: its ``grad``
+        (``"envelope"``, or ``"autodiff"`` with a small ``max_iter`` for the
+        papers' unrolled iterations), ``max_iter`` and ``unbalanced``.
     n_components : int, default=None
         Output dimension (default: ``min(n_features_X, n_features_Y)``).
     heads : {"both", "x", "y"}, default="both"
@@ -215,7 +219,17 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
             return {"alpha": self.alpha}
         if self.loss == "ncu":
             return {"noise_ratio": self.noise_ratio}
-        return {}
+        opts = {}
+        if isinstance(self.solver, OTSolver) and self.loss != "infonce":
+            # an OTSolver instance sets how the inner problem is solved and
+            # differentiated, e.g. OTSolver(grad="autodiff", max_iter=20) for the
+            # papers' unrolled iterations
+            opts["grad"] = self.solver.grad
+            if self.solver.max_iter is not None:
+                opts["max_iter"] = self.solver.max_iter
+            if self.loss == "unbalanced" and self.solver.unbalanced is not None:
+                opts["unbalanced"] = self.solver.unbalanced
+        return opts
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, Y=None, *, y=None):

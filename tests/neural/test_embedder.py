@@ -150,3 +150,18 @@ def test_fit_transform_matches_transform_with_y(pairs):
     np.testing.assert_allclose(zx, zx2, atol=1e-6)
     np.testing.assert_allclose(zy, zy2, atol=1e-6)
     np.testing.assert_allclose(est.transform(X), zx, atol=1e-6)
+
+
+def test_solver_instance_sets_unrolled_gradient(pairs):
+    from skot.ot import OTSolver
+
+    X, Y = pairs
+    est = OTContrastiveEmbedder(max_epochs=1, random_state=0,
+                                solver=OTSolver(grad="autodiff", max_iter=20))
+    assert est._options() == {"grad": "autodiff", "max_iter": 20}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, Y)
+    assert np.isfinite(est.history_[-1, "train_loss"])
+    with pytest.raises(ValueError, match="solver"):
+        OTContrastiveEmbedder(solver="nope", max_epochs=1).fit(X, Y)
