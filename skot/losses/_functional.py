@@ -112,10 +112,21 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
             kw["box"] = box
         loss, P = 0.0, None
         sym = method in ("dbot", "rows", "cols")
+        # envelope mode: the value is -sum T log P at the solved plan, the
+        # gradient the Fenchel-Young / envelope gradient (T - P) / eps (exact for
+        # "total"; IOT-CL's surrogate for relaxed constraint sets). Holding the
+        # potentials fixed instead would leave only T / eps (no negatives).
+        envelope = grad == "envelope" and method not in ("rows", "cols")
         for M, Tm in ((C, T), (C.T, T.T)) if sym else ((C, T),):
             res = solve(M, method=method, **kw)
             P = res.plan if P is None else P
-            loss = loss + _plan_nll(res.plan, Tm) / (2 if sym else 1)
+            if envelope:
+                Pd = res.plan.detach()
+                term = (_plan_nll(Pd, Tm)
+                        + ((M - M.detach()) * (Tm - Pd)).sum() / reg)
+            else:
+                term = _plan_nll(res.plan, Tm)
+            loss = loss + term / (2 if sym else 1)
     # KL(T || P) = -sum T log P + sum T log T
     loss = loss + (T * torch.log(T.clamp_min(torch.finfo(T.dtype).tiny))).sum()
     if uniformity > 0:
@@ -141,8 +152,9 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     self-similarity graphs :math:`1 - x x^\top` and :math:`1 - y y^\top`.
 
     The plan is solved without a graph (``solve_gromov``, entropic, ``max_iter``
-    linearisations); the loss :math:`-\sum \tilde P \log P` is differentiated
-    through the last linearised entropic step at fixed potentials.
+    linearisations); the loss value is :math:`\mathrm{KL}(\tilde P \| P)` and its
+    gradient the envelope gradient :math:`(\tilde P - P)/\varepsilon` of the last
+    linearised entropic problem with respect to its cost.
     """
     n = x.shape[0]
     C = 1.0 - x @ y.T
@@ -157,7 +169,13 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     G = (1 - alpha) * C + 2 * alpha * quad
     a = torch.full((n,), 1.0 / n, dtype=C.dtype, device=C.device)
     logP = (f[:, None] + g[None, :] - G) / reg + torch.log(a)[:, None] + torch.log(a)[None, :]
-    return -(T * logP).sum() + (T * torch.log(T.clamp_min(torch.finfo(T.dtype).tiny))).sum()
+    # value: -sum T log P at the solved plan; gradient: the envelope gradient
+    # (T - P) / eps of the last linearised entropic problem through its cost G
+    # (with the potentials held fixed only the T / eps pull would remain)
+    Pd = logP.detach().exp()
+    surrogate = ((G - G.detach()) * (T - Pd)).sum() / reg
+    return (-(T * logP.detach()).sum() + surrogate
+            + (T * torch.log(T.clamp_min(torch.finfo(T.dtype).tiny))).sum())
 
 
 def ncu_loss(x, y, *, reg=0.01, ot_reg=0.03, gamma=0.7, noise_ratio=0.1,
@@ -210,9 +228,48 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.03, gamma=0.7, noise_ratio=0.1,
     return loss
 
 
-def alignment_regulariser(x_all, y_all, *, reg=0.05):
-    r"""Entropic OT between the latent clouds of the two modalities (all rows,
-    paired or not): the partial-alignment regulariser (pairwise-Wasserstein form)
-    of Zhu & Luo :cite:`zhu2024consistent`, with the envelope gradient."""
-    C = 1.0 - x_all @ y_all.T
-    return solve(C, reg=reg, grad="envelope", max_iter=2000, tol=1e-5).value
+def alignment_regulariser(x_all, y_all, *, reg=0.05, form="pairwise", n_atoms=None,
+                          n_iter=3):
+    r"""OT regulariser between the latent clouds of the two modalities.
+
+    Uses every available row (paired or not): the partial-alignment regulariser
+    of Zhu & Luo :cite:`zhu2024consistent` (our reconstruction, ALGORITHMS §3).
+
+    ``form="pairwise"``: :math:`W_arepsilon(\mu_x, \mu_y)`, entropic OT between
+    the two clouds (cost :math:`1 - x y^	op`).
+
+    ``form="barycenter"``: :math:`	frac12 [W_arepsilon(\mu_x, 
+u) +
+    W_arepsilon(\mu_y, 
+u)]` with :math:`
+u` the free-support barycenter
+    of ``n_atoms`` atoms (default ``min(len(x), len(y))``), found without a
+    graph by ``n_iter`` fixed-point steps (barycentric projections) from an
+    even mix of the two clouds, then held fixed (it is optimal, so its own
+    derivative does not enter the gradient).
+
+    Both use ``skot.ot.solve(..., grad="envelope")``: gradient = the plan,
+    memory O(n m).
+    """
+    if form not in ("pairwise", "barycenter"):
+        raise ValueError(f"form={form!r} is not known; use 'pairwise' or 'barycenter'")
+    kw = dict(reg=reg, grad="envelope", max_iter=2000,
+              tol=1e-5 if x_all.dtype == torch.float64 else 1e-4)
+    if form == "pairwise":
+        return solve(1.0 - x_all @ y_all.T, **kw).value
+    m = n_atoms or min(len(x_all), len(y_all))
+    with torch.no_grad():
+        xs, ys = x_all.detach(), y_all.detach()
+        half = (m + 1) // 2
+        idx_x = torch.linspace(0, len(xs) - 1, half, device=xs.device).long()
+        idx_y = torch.linspace(0, len(ys) - 1, m - half, device=ys.device).long()
+        nu = torch.cat([xs[idx_x], ys[idx_y]])
+        for _ in range(n_iter):
+            step = 0.0
+            for A in (xs, ys):
+                P = solve(1.0 - A @ nu.T, reg=reg, grad="detach", max_iter=2000,
+                          tol=kw["tol"]).plan
+                step = step + 0.5 * (P.T @ A) * m
+            nu = F.normalize(step, dim=1)
+    return 0.5 * (solve(1.0 - x_all @ nu.T, **kw).value
+                  + solve(1.0 - y_all @ nu.T, **kw).value)

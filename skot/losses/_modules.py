@@ -38,18 +38,21 @@ class OTContrastiveLoss(nn.Module):
     align_weight : float, default=0.0
         Weight of the OT regulariser between the latent clouds of both
         modalities (partially paired data).
+    align_form : {"pairwise", "barycenter"}, default="pairwise"
+        Form of that regulariser (see :func:`alignment_regulariser`).
     options : dict, optional
         Extra keyword arguments of the loss function (``alpha``,
         ``unbalanced``, ``noise_ratio``, ``gamma``, ...).
     """
 
     def __init__(self, loss="iot", *, reg=0.05, uniformity=0.0, align_weight=0.0,
-                 options=None):
+                 align_form="pairwise", options=None):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss={loss!r} is not known; choose one of {sorted(LOSSES)}")
         self.loss, self.reg = loss, reg
         self.uniformity, self.align_weight = uniformity, align_weight
+        self.align_form = align_form
         self.options = dict(options or {})
 
     def forward(self, zx, zy, *, x_all=None, y_all=None, target=None):
@@ -77,5 +80,5 @@ class OTContrastiveLoss(nn.Module):
             ya = zy if y_all is None else y_all
             if len(xa) and len(ya):
                 total = total + self.align_weight * F.alignment_regulariser(
-                    xa, ya, reg=max(self.reg, 0.05))
+                    xa, ya, reg=max(self.reg, 0.05), form=self.align_form)
         return total

@@ -101,6 +101,10 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         Weight of IOT-CL's uniformity penalty.
     align_weight : float >= 0, default=0.0
         Weight of the OT alignment regulariser (partially paired data).
+    align_form : {"pairwise", "barycenter"}, default="pairwise"
+        Its form: entropic W between the two latent batches, or the mean W to
+        their free-support barycenter (see
+        :func:`skot.losses.alignment_regulariser`).
     alpha : float, default=0.1
         Structure weight of ``"fgw"``/``"ufgw"``.
     noise_ratio : float, default=0.1
@@ -148,6 +152,7 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         "hidden": [Interval(Integral, 0, None, closed="left")],
         "uniformity": [Interval(Real, 0, None, closed="left")],
         "align_weight": [Interval(Real, 0, None, closed="left")],
+        "align_form": [StrOptions({"pairwise", "barycenter"})],
         "alpha": [Interval(Real, 0, 1, closed="both")],
         "noise_ratio": [Interval(Real, 0, 1, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -161,7 +166,7 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
 
     def __init__(self, loss="iot", *, reg=0.01, solver="sinkhorn", n_components=None,
                  heads="both", hidden=0, mix=0.2, uniformity=0.0, align_weight=0.0,
-                 alpha=0.1, noise_ratio=0.1, max_epochs=10, batch_size=256, lr=1e-3, weight_decay=1e-4,
+                 align_form="pairwise", alpha=0.1, noise_ratio=0.1, max_epochs=10, batch_size=256, lr=1e-3, weight_decay=1e-4,
                  device="cpu", random_state=None, verbose=0):
         self.loss = loss
         self.reg = reg
@@ -172,6 +177,7 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         self.mix = mix
         self.uniformity = uniformity
         self.align_weight = align_weight
+        self.align_form = align_form
         self.alpha = alpha
         self.noise_ratio = noise_ratio
         self.max_epochs = max_epochs
@@ -268,6 +274,7 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
             criterion=OTContrastiveLoss, criterion__loss=self.loss,
             criterion__reg=self.reg, criterion__uniformity=self.uniformity,
             criterion__align_weight=self.align_weight,
+            criterion__align_form=self.align_form,
             criterion__options=self._options(),
             optimizer=torch.optim.AdamW, lr=self.lr,
             optimizer__weight_decay=self.weight_decay,

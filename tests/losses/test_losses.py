@@ -124,3 +124,39 @@ def test_iot_plan_is_uniform_at_huge_reg():
     res = solve(1 - x @ y.T, reg=1e6, grad="envelope")
     torch.testing.assert_close(res.plan, torch.full((n, n), 1 / n**2, dtype=x.dtype),
                                atol=1e-8, rtol=1e-5)
+
+
+def test_barycenter_alignment_regulariser():
+    x, _ = _pair(n=10)
+    same = L.alignment_regulariser(x, x, reg=0.05, form="barycenter")
+    g = torch.Generator().manual_seed(3)
+    far = F.normalize(torch.randn(10, 6, generator=g, dtype=x.dtype) + 3, dim=1)
+    xr = x.clone().requires_grad_(True)
+    shifted = L.alignment_regulariser(xr, far, reg=0.05, form="barycenter")
+    assert float(shifted) > float(same)
+    shifted.backward()
+    assert torch.isfinite(xr.grad).all() and xr.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="form"):
+        L.alignment_regulariser(x, x, form="nope")
+
+
+def test_relaxed_losses_have_envelope_gradient_with_negatives():
+    # d loss / d C = (T - P) / eps: with the total-mass set P = global softmax
+    x, y = _pair()
+    n, reg = len(x), 0.1
+    C = (1 - x @ y.T).detach().requires_grad_(True)
+    xs = x.clone().requires_grad_(True)
+    loss = L.iot_loss(xs, y, reg=reg, method="total")
+    (gx,) = torch.autograd.grad(loss, xs)
+    P = torch.softmax(-C.detach().flatten() / reg, 0).reshape(n, n)
+    T = torch.eye(n, dtype=x.dtype) / n
+    # C = 1 - x y^T  ->  dL/dx = -(dL/dC) y
+    torch.testing.assert_close(gx, -((T - P) / reg) @ y, atol=1e-6, rtol=1e-5)
+    grads = {}
+    for method in ("total", "unbalanced", "dbot"):
+        xs = x.clone().requires_grad_(True)
+        (grads[method],) = torch.autograd.grad(
+            L.iot_loss(xs, y, reg=reg, method=method), xs)
+    # different constraint sets -> different gradients (not only the T/eps pull)
+    assert not torch.allclose(grads["total"], grads["unbalanced"], atol=1e-4)
+    assert not torch.allclose(grads["total"], grads["dbot"], atol=1e-4)

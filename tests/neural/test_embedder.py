@@ -59,13 +59,16 @@ def test_reproducible_on_cpu(pairs):
     np.testing.assert_array_equal(a, b)
 
 
-def test_partially_paired_rows(pairs):
+@pytest.mark.parametrize("form", ["pairwise", "barycenter"])
+def test_partially_paired_rows(pairs, form):
     X, Y = pairs
     X, Y = X.copy(), Y.copy()
     Y[:100] = np.nan
     X[250:] = np.nan
-    emb = OTContrastiveEmbedder(max_epochs=2, align_weight=0.1, random_state=0).fit(X, Y)
+    emb = OTContrastiveEmbedder(max_epochs=2, align_weight=0.1, align_form=form,
+                                random_state=0).fit(X, Y)
     assert np.isfinite(emb.transform(np.nan_to_num(X))).all()
+    assert np.isfinite(emb.history_[-1, "train_loss"])
 
 
 def test_pickle_clone_and_gridsearch(pairs):
