@@ -110,6 +110,22 @@ def _include_benchmark_tables(app, docname, source):
     source[0] += "".join(f"\n.. include:: benchmarks/{n}.rst\n" for n in names)
 
 
+def _check_benchmark_tables(app, config):
+    """Every table in doc/benchmarks/ must be included by benchmarks.rst."""
+    from pathlib import Path
+
+    from sphinx.util import logging
+
+    here = Path(app.srcdir)
+    page = (here / "benchmarks.rst").read_text(encoding="utf-8")
+    for table in sorted((here / "benchmarks").glob("*.rst")):
+        if f"benchmarks/{table.name}" not in page:
+            logging.getLogger(__name__).warning(
+                "doc/benchmarks/%s is not included in doc/benchmarks.rst", table.name
+            )
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_sklearn_members)
+    app.connect("config-inited", _check_benchmark_tables)
     app.connect("source-read", _include_benchmark_tables)
