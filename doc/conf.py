@@ -92,24 +92,6 @@ def _skip_sklearn_members(app, what, name, obj, skip, options):
     return None
 
 
-# -- benchmark tables ----------------------------------------------------------
-# The benchmark scripts write one rst table per file into doc/benchmarks/; the
-# benchmarks page includes all of them (solver benchmarks first), so a new
-# table shows up without editing the page.
-_BENCH_ORDER = ["bench_solvers", "bench_losses", "eval_embedder",
-                "eval_zeroshot_cars", "bench_infoot", "bench_coreset"]
-
-
-def _include_benchmark_tables(app, docname, source):
-    if docname != "benchmarks":
-        return
-    bench_dir = os.path.join(os.path.dirname(__file__), "benchmarks")
-    names = sorted(f[:-4] for f in os.listdir(bench_dir) if f.endswith(".rst"))
-    rank = {n: i for i, n in enumerate(_BENCH_ORDER)}
-    names.sort(key=lambda n: (rank.get(n, len(rank)), n))
-    source[0] += "".join(f"\n.. include:: benchmarks/{n}.rst\n" for n in names)
-
-
 def _check_benchmark_tables(app, config):
     """Every table in doc/benchmarks/ must be included by benchmarks.rst."""
     from pathlib import Path
@@ -128,4 +110,3 @@ def _check_benchmark_tables(app, config):
 def setup(app):
     app.connect("autodoc-skip-member", _skip_sklearn_members)
     app.connect("config-inited", _check_benchmark_tables)
-    app.connect("source-read", _include_benchmark_tables)
