@@ -15,6 +15,7 @@ from ._result import OTResult  # noqa: E402
 from ._solve import solve, solve_gromov  # noqa: E402
 from ._solver import OTSolver, get_solver  # noqa: E402
 from ._gromov import fgw_objective  # noqa: E402
+from ._online import solve_sample  # noqa: E402
 
 __all__ = [
     "solve",
@@ -24,4 +25,5 @@ __all__ = [
     "OTSolver",
     "get_solver",
     "fgw_objective",
+    "solve_sample",
 ]
