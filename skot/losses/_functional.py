@@ -235,14 +235,11 @@ def alignment_regulariser(x_all, y_all, *, reg=0.05, form="pairwise", n_atoms=No
     Uses every available row (paired or not): the partial-alignment regulariser
     of Zhu & Luo :cite:`zhu2024consistent` (our reconstruction, ALGORITHMS §3).
 
-    ``form="pairwise"``: :math:`W_arepsilon(\mu_x, \mu_y)`, entropic OT between
-    the two clouds (cost :math:`1 - x y^	op`).
+    ``form="pairwise"``: :math:`W_\varepsilon(\mu_x, \mu_y)`, entropic OT between
+    the two clouds (cost :math:`1 - x y^\top`).
 
-    ``form="barycenter"``: :math:`	frac12 [W_arepsilon(\mu_x, 
-u) +
-    W_arepsilon(\mu_y, 
-u)]` with :math:`
-u` the free-support barycenter
+    ``form="barycenter"``: :math:`\frac12 [W_\varepsilon(\mu_x, \nu) +
+    W_\varepsilon(\mu_y, \nu)]` with :math:`\nu` the free-support barycenter
     of ``n_atoms`` atoms (default ``min(len(x), len(y))``), found without a
     graph by ``n_iter`` fixed-point steps (barycentric projections) from an
     even mix of the two clouds, then held fixed (it is optimal, so its own
