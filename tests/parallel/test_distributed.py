@@ -37,8 +37,9 @@ def _losses():
 def _data():
     g = torch.Generator().manual_seed(0)
     n = sum(SIZES)
-    x = torch.nn.functional.normalize(torch.randn(n, 4, generator=g, dtype=torch.float64), dim=1)
-    y = torch.nn.functional.normalize(torch.randn(n, 4, generator=g, dtype=torch.float64), dim=1)
+    norm = torch.nn.functional.normalize
+    x = norm(torch.randn(n, 4, generator=g, dtype=torch.float64), dim=1)
+    y = norm(torch.randn(n, 4, generator=g, dtype=torch.float64), dim=1)
     W = torch.randn(4, 4, generator=g, dtype=torch.float64)
     return x, y, W
 

@@ -63,7 +63,8 @@ def _case(name):
         "FGWZeroShotClassifier": ({"reg": [0.05, 0.1]}, (X, y), None),
         "SelectiveOTClassifier": ({"coverage": [0.7, 0.9]}, (X, y), None),
         "InfoOTAligner": ({"reg": [0.1, 0.5]}, (X, None), _aligner_score),
-        "WassersteinCoresetSelector": ({"n_samples": [4, 6]}, (X, None), _coreset_score),
+        "WassersteinCoresetSelector": (
+            {"n_samples": [4, 6]}, (X, None), _coreset_score),
         "OTContrastiveEmbedder": ({"reg": [0.05, 0.1]}, (X, Y), None),
     }[name]
 
