@@ -174,9 +174,13 @@ def run_skot_log(Xa, Xb, a, b, reg, iters):
     return f, g, None
 
 
+ONLINE_TILE_ENTRIES = [1 << 24]  # set from --online-tile-entries
+
+
 def run_skot_online(Xa, Xb, a, b, reg, iters):
+    bs = max(1, ONLINE_TILE_ENTRIES[0] // Xb.shape[0])
     res = solve_sample(Xa, Xb, a, b, metric="cosine", reg=reg, max_iter=iters,
-                       tol=TOL0)
+                       tol=TOL0, batch_size=bs)
     f, g = res.potentials
     return f, g, None
 
@@ -272,6 +276,9 @@ def main(argv=None):
     p.add_argument("--regs", type=float, nargs="*", default=[0.05, 0.01])
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--online-tile-entries", type=int, default=None,
+                   help="entries per tile of the online mode (default 2**24 on CUDA, "
+                        "2**20 on CPU)")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
     if args.device == "auto":
@@ -285,6 +292,8 @@ def main(argv=None):
     online_sizes = args.online_sizes
     if online_sizes is None:
         online_sizes = [65536] if cuda else []
+    ONLINE_TILE_ENTRIES[0] = args.online_tile_entries or (
+        (1 << 24) if cuda else (1 << 20))
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
     bw = copy_bandwidth(device, (1 << 30) if cuda else (1 << 28))
@@ -294,7 +303,8 @@ def main(argv=None):
         machine = f"CPU ({platform.processor() or platform.machine()}), " \
                   f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
     header = (f"device: {machine}; torch {torch.__version__}; fp32; d={args.dim}; "
-              f"{args.iters} iterations; copy bandwidth {bw / 1e9:.1f} GB/s")
+              f"{args.iters} iterations; online tile {ONLINE_TILE_ENTRIES[0]} entries; "
+              f"copy bandwidth {bw / 1e9:.1f} GB/s")
     print(header)
     methods = {k: v for k, v in METHODS.items()
                if k != "GeomLoss tensorized" or have_geomloss()}
