@@ -119,6 +119,9 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
     X_source_, X_target_ : ndarray
         Fitted source and target rows.
     bandwidth_source_, bandwidth_target_ : float
+        Kernel bandwidths, fitted once and reused by every query.
+    hx_, hy_ : float
+        Aliases of ``bandwidth_source_`` and ``bandwidth_target_``.
     mutual_information_ : float
         :math:`\hat I` of the fitted plan.
     n_iter_ : int
@@ -231,6 +234,7 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
         self.plan_ = to_numpy(plan)
         self.X_source_, self.X_target_ = Xs, Xt
         self.bandwidth_source_, self.bandwidth_target_ = float(hx), float(hy)
+        self.hx_, self.hy_ = self.bandwidth_source_, self.bandwidth_target_
         self.mutual_information_ = float(mutual_information(Kx, Ky, plan))
         self.n_iter_ = n_iter
         return self
