@@ -256,6 +256,29 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return to_numpy(self._weights(X))
 
+    def retrieve(self, X, n_neighbors=1):
+        """Indices of the best-scoring fitted target rows for each source row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features)
+            Source-domain rows (seen in fit or not).
+        n_neighbors : int, default=1
+            Number of target rows returned per query, best first.
+
+        Returns
+        -------
+        indices : ndarray of shape (n_queries, n_neighbors)
+            Row indices into ``X_target_``, ranked by :meth:`conditional_score`.
+        """
+        n_target = len(getattr(self, "X_target_", ()))
+        if (isinstance(n_neighbors, bool) or not isinstance(n_neighbors, Integral)
+                or n_neighbors < 1 or (n_target and n_neighbors > n_target)):
+            raise ValueError(
+                f"n_neighbors must be an int in [1, n_target]; got {n_neighbors!r}")
+        W = self.conditional_score(X)
+        return np.argsort(-W, axis=1, kind="stable")[:, :n_neighbors]
+
     def _weights(self, X):
         S = as_tensor(self.X_source_, device=self._plan_t.device)
         Q = as_tensor(X, device=S.device, dtype=S.dtype)

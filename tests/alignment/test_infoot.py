@@ -162,3 +162,16 @@ def test_plan_goes_through_skot_ot(rng, monkeypatch):
     Xs, _, Xt, _ = _shift(rng)
     _fit(InfoOTAligner(max_iter=3), Xs, Xt)
     assert calls and set(calls) == {"sinkhorn"}
+
+
+def test_retrieve_ranks_by_conditional_score(rng):
+    Xs, _, Xt, _ = _shift(rng)
+    al = _fit(InfoOTAligner(), Xs, Xt)
+    idx = al.retrieve(Xs[:6], n_neighbors=3)
+    W = al.conditional_score(Xs[:6])
+    assert idx.shape == (6, 3)
+    np.testing.assert_array_equal(idx[:, 0], W.argmax(1))
+    top = np.take_along_axis(W, idx, axis=1)
+    assert (np.diff(top, axis=1) <= 0).all()
+    with pytest.raises(ValueError, match="n_neighbors"):
+        al.retrieve(Xs[:2], n_neighbors=0)
