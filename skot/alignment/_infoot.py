@@ -106,7 +106,7 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
         unpenalised distances).
     max_iter : int, default=30
         Linearisation steps.
-    tol : float, default=1e-6
+    tol : float, default=1e-4
         Stop when the plan changes by less (L1).
     random_state : None, int or RandomState, default=None
         Unused (deterministic); kept for API uniformity.
@@ -153,7 +153,7 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, *, reg=0.05, lam=1.0, h=0.1, solver="sinkhorn",
-                 projection="conditional", label_penalty=0.0, max_iter=30, tol=1e-6,
+                 projection="conditional", label_penalty=0.0, max_iter=30, tol=1e-4,
                  random_state=None, device="cpu"):
         self.reg = reg
         self.lam = lam
