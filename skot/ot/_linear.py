@@ -113,7 +113,7 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
         g0 = torch.as_tensor(g0, dtype=M.dtype, device=M.device).reshape(b.shape)
     ctx = torch.enable_grad() if track else torch.no_grad()
     with ctx:
-        f, g, n_iter, err, converged = sinkhorn_core(
+        f, g, n_iter, err, converged, plan_loop = sinkhorn_core(
             Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass,
             max_iter=opts["max_iter"], tol=opts["tol"], f0=f0, g0=g0,
             geometry=opts.get("geometry", "kernel"),
@@ -127,7 +127,14 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
         C, ra_p, rb_p = C.detach(), ra_p.detach(), rb_p.detach()
     if grad == "envelope":
         ra_p, rb_p = ra_p.detach(), rb_p.detach()
-    plan = _plan_from_potentials(C, f, g, eps, ra_p, rb_p)
+    if plan_loop is not None and not (torch.is_grad_enabled() and (
+            C.requires_grad or ra_p.requires_grad or rb_p.requires_grad
+            or f.requires_grad or g.requires_grad)):
+        plan = plan_loop.to(C.dtype)
+        if mask is not None:
+            plan = plan.masked_fill(~mask, 0.0)
+    else:
+        plan = _plan_from_potentials(C, f, g, eps, ra_p, rb_p)
     r, c = plan.sum(-1), plan.sum(-2)
     if mask is None:
         value_linear = (plan * C).sum((-2, -1)) if plan.requires_grad else _bdot(plan, C)

@@ -193,6 +193,8 @@ def sinkhorn_core(
     f, g : tensors (B, n), (B, m)
         Potentials with the total-mass variable folded into ``f``.
     n_iter, err, converged
+    plan : tensor (B, n, m)
+        The plan in the solver's own frame (no graph), consistent with ``err``.
     """
     B, n, m = C.shape
     dtype = C.dtype
@@ -207,7 +209,7 @@ def sinkhorn_core(
     if use_kernel:
         K = _log_kernel(C, st, ra, rb, exp=True)
     else:
-        logK = _log_kernel(C, st, ra, rb, absorbed=False)
+        logK = _log_kernel(C, st, ra, rb)  # includes a warm start (never re-absorbed)
     need_absorb = False
     balanced = row.kind in ("eq", "free") and col.kind in ("eq", "free")
     err = math.inf
@@ -309,4 +311,17 @@ def sinkhorn_core(
             absorb()
     f = st.f() + st.h().unsqueeze(-1)
     g = st.g()
-    return f, g, it, err, converged
+    # the plan in the frame the marginal errors were measured in: rebuilding it
+    # from (f + g - C) / eps loses ~eps_machine * |C| / reg in float32
+    with torch.no_grad():
+        scale_r = (st.alpha + st.eta.unsqueeze(-1)).unsqueeze(-1)
+        scale_c = st.beta.unsqueeze(-2)
+        if use_kernel:
+            if need_absorb or not bool(torch.isfinite(scale_r).all()):
+                absorb()
+                scale_r = (st.alpha + st.eta.unsqueeze(-1)).unsqueeze(-1)
+                scale_c = st.beta.unsqueeze(-2)
+            plan = K * torch.exp(scale_r) * torch.exp(scale_c)
+        else:
+            plan = torch.exp(logK + scale_r + scale_c)
+    return f, g, it, err, converged, plan
