@@ -116,7 +116,7 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
         f, g, n_iter, err, converged, plan_loop = sinkhorn_core(
             Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass,
             max_iter=opts["max_iter"], tol=opts["tol"], f0=f0, g0=g0,
-            geometry=opts.get("geometry", "kernel"),
+            geometry=opts.get("geometry", "kernel"), verbose=opts.get("verbose", False),
         )
     if grad != "autodiff":
         f, g = f.detach(), g.detach()

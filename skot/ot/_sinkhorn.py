@@ -171,6 +171,7 @@ def sinkhorn_core(
     f0=None,
     g0=None,
     geometry="kernel",
+    verbose=False,
 ):
     """Run the dual block-coordinate ascent.
 
@@ -237,7 +238,15 @@ def sinkhorn_core(
         lt = torch.log(_vecmat(torch.exp(alpha), K))
         return lt if bool(torch.isfinite(lt).all()) else None
 
+    bar = None
+    if verbose:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_iter, desc="sinkhorn", unit="it", leave=False)
     for it in range(1, max_iter + 1):
+        if bar is not None and (it <= 10 or it % 10 == 0):
+            bar.update(it - bar.n)
+            bar.set_postfix(err=f"{err:.2e}")
         # errors are measured on every iteration at first, then every 10th
         check = it <= 10 or it % 10 == 0 or it == max_iter
         # ---- rows
@@ -309,6 +318,9 @@ def sinkhorn_core(
             break
         if need_absorb:
             absorb()
+    if bar is not None:
+        bar.update(it - bar.n)
+        bar.close()
     f = st.f() + st.h().unsqueeze(-1)
     g = st.g()
     # the plan in the frame the marginal errors were measured in: rebuilding it

@@ -98,6 +98,7 @@ def solve(
     max_nz=None,
     potentials_init=None,
     geometry="kernel",
+    verbose=False,
 ):
     r"""Solve a discrete optimal transport problem.
 
@@ -150,6 +151,9 @@ def solve(
     geometry : {"kernel", "log"}, default="kernel"
         How the entropic iterations are computed (see :mod:`skot.ot._sinkhorn`);
         both give the same result, ``"kernel"`` is faster.
+    verbose : bool, default=False
+        Show a tqdm progress bar (iterations and current error) for long
+        entropic solves.
 
     Returns
     -------
@@ -197,7 +201,7 @@ def solve(
         reg=reg, reg_type=reg_type, unbalanced=unbalanced,
         unbalanced_type=unbalanced_type, mass=mass, max_iter=max_iter, tol=tol,
         grad=grad, mask=mask_t, box=box, max_nz=max_nz,
-        potentials_init=potentials_init, geometry=geometry,
+        potentials_init=potentials_init, geometry=geometry, verbose=verbose,
     )
     res = func(prob, opts)
     return _finish(res, method, max_iter, prob.batched, prob.numpy_io)

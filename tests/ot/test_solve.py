@@ -361,3 +361,11 @@ def test_cuda_matches_cpu(rng, method):
     res_cpu = so.solve(C, reg=0.01, method=method, max_iter=5000, **kw)
     assert res_gpu.plan.is_cuda and res_gpu.plan.dtype == torch.float32
     torch.testing.assert_close(res_gpu.plan.cpu(), res_cpu.plan, atol=1e-5, rtol=1e-3)
+
+
+def test_verbose_shows_a_progress_bar(rng, capsys):
+    M = rng.random((20, 15))
+    quiet = so.solve(M, reg=0.05)
+    loud = so.solve(M, reg=0.05, verbose=True)
+    np.testing.assert_array_equal(quiet.plan, loud.plan)
+    assert "sinkhorn" in capsys.readouterr().err
