@@ -101,6 +101,23 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         self.class_embeddings_ = _normalize(protos).astype(X.dtype, copy=False)
         return X, y
 
+    def _fit_prior(self):
+        """Set ``class_prior_``: None (free classes, or ``"estimate"`` at predict
+        time), uniform for ``"uniform"``, or the normalised weights given."""
+        k = len(self.classes_)
+        prior = self.class_prior
+        if prior is None or isinstance(prior, str):
+            self.class_prior_ = np.full(k, 1.0 / k) if prior == "uniform" else None
+            return
+        prior = np.asarray(prior, dtype=float)
+        if prior.shape != (k,) or not np.isfinite(prior).all() or (prior < 0).any() \
+                or prior.sum() <= 0:
+            raise ValueError(
+                f"class_prior must be None, a string option or {k} non-negative "
+                f"weights (one per class), got {self.class_prior!r}"
+            )
+        self.class_prior_ = prior / prior.sum()
+
     def _solver(self):
         # an L1 marginal error of 1e-6 is far below what changes an argmax
         return get_solver(self.solver, reg=self.reg, max_iter=self.max_iter, tol=1e-6)

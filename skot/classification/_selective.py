@@ -168,20 +168,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
             self.estimator_ = est
             self.classes_ = np.asarray(est.classes_)
             self.class_embeddings_ = None
-        k = len(self.classes_)
-        if self.class_prior is None:
-            self.class_prior_ = None
-        elif isinstance(self.class_prior, str):
-            self.class_prior_ = np.full(k, 1.0 / k)
-        else:
-            prior = np.asarray(self.class_prior, dtype=float)
-            if prior.shape != (k,) or not np.isfinite(prior).all() or (prior < 0).any() \
-                    or prior.sum() <= 0:
-                raise ValueError(
-                    f"class_prior must be None or {k} non-negative weights, got "
-                    f"{self.class_prior!r}"
-                )
-            self.class_prior_ = prior / prior.sum()
+        self._fit_prior()
         return self
 
     # ---------------------------------------------------------------- core

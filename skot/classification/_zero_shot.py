@@ -162,21 +162,7 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         self
         """
         self._fit_classes(X, y)
-        k = len(self.classes_)
-        prior = self.class_prior
-        if prior is not None and not isinstance(prior, str):
-            prior = np.asarray(prior, dtype=float)
-            if prior.shape != (k,) or not np.isfinite(prior).all() or (prior < 0).any() \
-                    or prior.sum() <= 0:
-                raise ValueError(
-                    f"class_prior must be None, 'uniform', 'estimate' or {k} "
-                    f"non-negative weights, got {self.class_prior!r}"
-                )
-            self.class_prior_ = prior / prior.sum()
-        elif isinstance(prior, str) and prior == "uniform":
-            self.class_prior_ = np.full(k, 1.0 / k)
-        else:
-            self.class_prior_ = None
+        self._fit_prior()
         return self
 
     def _assign(self, X):
