@@ -35,6 +35,7 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         "max_iter": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "device": [str, None],
+        "verbose": ["verbose"],
     }
 
     # ------------------------------------------------------------ fit helpers
@@ -128,8 +129,14 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         return X
 
     def _batches(self, n):
+        """Row slices of the transductive batches (a tqdm bar with ``verbose``)."""
         size = n if self.batch_size is None else self.batch_size
-        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+        out = [slice(i, min(i + size, n)) for i in range(0, n, size)]
+        if getattr(self, "verbose", 0) and len(out) > 1:
+            from tqdm.auto import tqdm
+
+            return tqdm(out, desc=f"{type(self).__name__} batches", leave=False)
+        return out
 
     def _tensors(self, X):
         device = resolve_device(self.device)

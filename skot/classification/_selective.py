@@ -75,6 +75,8 @@ class SelectiveOTClassifier(BaseOTClassifier):
         Unused (deterministic); kept for API uniformity.
     device : str, default="cpu"
         Torch device of the OT solves.
+    verbose : int, default=0
+        Show a progress bar over the transductive batches of ``predict``.
 
     Attributes
     ----------
@@ -123,6 +125,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
         max_iter=1000,
         random_state=None,
         device="cpu",
+        verbose=0,
     ):
         self.class_embeddings = class_embeddings
         self.classes = classes
@@ -137,6 +140,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
         self.max_iter = max_iter
         self.random_state = random_state
         self.device = device
+        self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):

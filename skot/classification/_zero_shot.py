@@ -81,6 +81,8 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         Unused (the method is deterministic); kept for API uniformity.
     device : str, default="cpu"
         Torch device for the OT solves (``"cuda"`` needs CUDA).
+    verbose : int, default=0
+        Show a progress bar over the transductive batches of ``predict``.
 
     Attributes
     ----------
@@ -131,6 +133,7 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         n_outer=10,
         random_state=None,
         device="cpu",
+        verbose=0,
     ):
         self.class_embeddings = class_embeddings
         self.classes = classes
@@ -145,6 +148,7 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         self.n_outer = n_outer
         self.random_state = random_state
         self.device = device
+        self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):

@@ -183,3 +183,12 @@ def test_cuda_predictions_match_cpu(rng):
     gpu = FGWZeroShotClassifier(class_embeddings=T, class_prior="uniform",
                                 device="cuda").fit(X)
     np.testing.assert_array_equal(cpu.predict(X), gpu.predict(X))
+
+
+def test_verbose_progress_over_batches(rng, capsys):
+    X, y, T = _clip_like(rng, n=200)
+    quiet = FGWZeroShotClassifier(class_embeddings=T, batch_size=50).fit(X).predict(X)
+    loud = FGWZeroShotClassifier(class_embeddings=T, batch_size=50,
+                                 verbose=1).fit(X).predict(X)
+    np.testing.assert_array_equal(quiet, loud)
+    assert "batches" in capsys.readouterr().err
