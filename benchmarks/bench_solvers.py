@@ -31,6 +31,9 @@ os.environ.setdefault("POT_BACKEND_DISABLE_TENSORFLOW", "1")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _rst import rst_table  # noqa: E402
+
 SOLVERS = ["pot_log", "pot_kernel", "skot_kernel", "skot_log"]
 
 
@@ -195,11 +198,7 @@ def write_rst(rows, args):
         table.append([str(r["n"]), f"{r['reg']:g}", r["solver"], f"{r['time']:.3f}",
                       f"{r['mem_mb']:.0f}", f"{r['err']:.1e}"
                       + ("" if r["finite"] else " (NaN)"), speed])
-    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
-    sep = "  ".join("=" * w for w in widths)
-    lines += [sep, "  ".join(h.ljust(w) for h, w in zip(header, widths)), sep]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(t, widths)) for t in table]
-    lines += [sep, ""]
+    lines += rst_table(header, table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
