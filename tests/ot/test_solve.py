@@ -369,3 +369,21 @@ def test_verbose_shows_a_progress_bar(rng, capsys):
     loud = so.solve(M, reg=0.05, verbose=True)
     np.testing.assert_array_equal(quiet.plan, loud.plan)
     assert "sinkhorn" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("geometry", ["kernel", "log"])
+def test_warm_start_gives_the_same_plan(rng, geometry):
+    M, a, b = _problem(rng, 30, 20)
+    cold = so.solve(M, a, b, reg=0.1, geometry=geometry)
+    near = so.solve(M, a, b, reg=0.2)  # potentials of a nearby problem
+    warm = so.solve(M, a, b, reg=0.1, geometry=geometry, potentials_init=near.potentials)
+    np.testing.assert_allclose(warm.plan, cold.plan, atol=1e-9)
+    np.testing.assert_allclose(warm.plan.sum(1), a, atol=1e-9)
+
+
+def test_float32_plan_marginals_match_the_reported_error(rng):
+    C = torch.tensor(_cosine_cost(rng, 70, 50), dtype=torch.float32)
+    res = so.solve(C, reg=0.01, max_iter=5000)
+    P = res.plan.double()
+    err = float((P.sum(1) - 1 / 70).abs().sum() + (P.sum(0) - 1 / 50).abs().sum())
+    assert res.converged and err < 5 * max(res.err, 1e-6)
