@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
 from ..ot import solve, solve_gromov
+from ..ot._autograd import with_gradient
 
 __all__ = [
     "target_plan",
@@ -62,17 +63,52 @@ def infonce_loss(x, y, *, reg=0.01, target=None):
     """
     n = x.shape[0]
     logits = x @ y.T / reg
-    T = target if target is not None else torch.eye(n, device=x.device, dtype=x.dtype) / n
-    T = T * n
+    if target is None:  # open_clip's form: cross-entropy with the diagonal labels
+        labels = torch.arange(n, device=x.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    T = target * n
     li = -(T * torch.log_softmax(logits, dim=1)).sum(1).mean()
     lt = -(T.T * torch.log_softmax(logits.T, dim=1)).sum(1).mean()
     return 0.5 * (li + lt)
 
 
+# The target coupling is None for the default I/n; these helpers then use its
+# closed forms instead of materialising an n x n identity (O(n) instead of
+# several n x n passes per step).
+def _tiny(t):
+    return torch.finfo(t.dtype).tiny
+
+
 def _plan_nll(P, target):
-    """KL(target || P) up to a constant: -sum target log P (P > 0)."""
-    tiny = torch.finfo(P.dtype).tiny
-    return -(target * torch.log(P.clamp_min(tiny))).sum()
+    """-sum target log P (P > 0)."""
+    if target is None:
+        return -torch.log(torch.diagonal(P).clamp_min(_tiny(P))).mean()
+    return -(target * torch.log(P.clamp_min(_tiny(P)))).sum()
+
+
+def _target_dot(C, target):
+    """<C, target>."""
+    return torch.diagonal(C).mean() if target is None else (C * target).sum()
+
+
+def _target_entropy(target, n):
+    """sum target log target (-log n for I/n)."""
+    if target is None:
+        return -math.log(n)
+    return (target * torch.log(target.clamp_min(_tiny(target)))).sum()
+
+
+def _target_minus(target, P):
+    """target - P (a new tensor)."""
+    if target is None:
+        W = -P
+        torch.diagonal(W).add_(1.0 / P.shape[0])
+        return W
+    return target - P
+
+
+def _transpose(target):
+    return None if target is None else target.T
 
 
 def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
@@ -95,7 +131,7 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
     """
     n = x.shape[0]
     C = 1.0 - x @ y.T
-    T = target if target is not None else torch.eye(n, device=x.device, dtype=x.dtype) / n
+    T = target
     kw = dict(reg=reg, grad=grad, max_iter=max_iter)
     if method == "sinkhorn" and grad == "envelope":
         # an L1 marginal error of 1e-5 (1e-4 in float32, near its rounding floor
@@ -103,7 +139,7 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
         res = solve(C, reg=reg, grad="envelope", max_iter=max_iter or 2000,
                     tol=1e-5 if C.dtype == torch.float64 else 1e-4)
         # -sum T log P = (<C, T> - OT_eps(C)) / eps - sum T (log a + log b)
-        loss = ((C * T).sum() - res.value) / reg + 2 * math.log(n)
+        loss = (_target_dot(C, T) - res.value) / reg + 2 * math.log(n)
         P = res.plan
     else:
         if method == "unbalanced":
@@ -117,18 +153,18 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
         # "total"; IOT-CL's surrogate for relaxed constraint sets). Holding the
         # potentials fixed instead would leave only T / eps (no negatives).
         envelope = grad == "envelope" and method not in ("rows", "cols")
-        for M, Tm in ((C, T), (C.T, T.T)) if sym else ((C, T),):
+        for M, Tm in ((C, T), (C.T, _transpose(T))) if sym else ((C, T),):
             res = solve(M, method=method, **kw)
             P = res.plan if P is None else P
             if envelope:
                 Pd = res.plan.detach()
-                term = (_plan_nll(Pd, Tm)
-                        + ((M - M.detach()) * (Tm - Pd)).sum() / reg)
+                W = _target_minus(Tm, Pd).div_(reg)
+                term = with_gradient(_plan_nll(Pd, Tm), (M, W))
             else:
                 term = _plan_nll(res.plan, Tm)
             loss = loss + term / (2 if sym else 1)
     # KL(T || P) = -sum T log P + sum T log T
-    loss = loss + (T * torch.log(T.clamp_min(torch.finfo(T.dtype).tiny))).sum()
+    loss = loss + _target_entropy(T, n)
     if uniformity > 0:
         loss = loss + uniformity * uniformity_penalty(P)
     return loss
@@ -147,6 +183,23 @@ def uniformity_penalty(P):
     return (Qn * (torch.log(Qn.clamp_min(tiny)) - torch.log(Pn.clamp_min(tiny)))).sum(1).mean()
 
 
+def _graph_sq_marginal(z, w):
+    r"""((1 - z z^T) o (1 - z z^T)) w, in O(n d^2) instead of O(n^2):
+    :math:`\sum_k w_k (1 - z_i \cdot z_k)^2 = 1^\top w - 2 z_i^\top (z^\top w)
+    + z_i^\top (z^\top \mathrm{diag}(w) z) z_i`."""
+    S = (z * w.unsqueeze(1)).T @ z
+    return w.sum() - 2.0 * (z @ (z.T @ w)) + ((z @ S) * z).sum(1)
+
+
+def _graph_cross(x, y, P):
+    r"""(1 - x x^T) P (1 - y y^T)^T with the graphs never formed: four products
+    with inner dimension d (n^2 d + n d^2) instead of two n x n x m products."""
+    r, c = P.sum(1), P.sum(0)
+    Q = x.T @ (P @ y)  # (d, d)
+    return (P.sum() - (y @ (y.T @ c)).unsqueeze(0) - (x @ (x.T @ r)).unsqueeze(1)
+            + (x @ Q) @ y.T)
+
+
 def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_iter=10):
     r"""Fused Gromov inverse-OT loss: the inner plan also matches the batch
     self-similarity graphs :math:`1 - x x^\top` and :math:`1 - y y^\top`.
@@ -154,28 +207,41 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     The plan is solved without a graph (``solve_gromov``, entropic, ``max_iter``
     linearisations); the loss value is :math:`\mathrm{KL}(\tilde P \| P)` and its
     gradient the envelope gradient :math:`(\tilde P - P)/\varepsilon` of the last
-    linearised entropic problem with respect to its cost.
+    linearised entropic problem with respect to its cost
+    :math:`G = (1-\alpha) C + 2\alpha\,[(C_a^{\circ 2} r) \oplus (C_b^{\circ 2} c)
+    - 2 C_a P C_b^\top]`, which flows into x and y through C and both graphs.
+    When the embedding dimension d is below n, G and its gradient are
+    computed from x and y directly (products of inner dimension d, never an
+    n x n x n product).
     """
-    n = x.shape[0]
+    n, d = x.shape
     C = 1.0 - x @ y.T
-    T = target if target is not None else torch.eye(n, device=x.device, dtype=x.dtype) / n
-    Ca, Cb = 1.0 - x @ x.T, 1.0 - y @ y.T
-    res = solve_gromov(Ca.detach(), Cb.detach(), C.detach(), alpha=alpha, reg=reg,
+    T = target
+    with torch.no_grad():
+        xd, yd = x.detach(), y.detach()
+        Ca, Cb = 1.0 - xd @ xd.T, 1.0 - yd @ yd.T
+    res = solve_gromov(Ca, Cb, C.detach(), alpha=alpha, reg=reg,
                        unbalanced=unbalanced, max_iter=max_iter, grad="detach")
     f, g = res.potentials
     P0 = res.plan
     r, c = P0.sum(1), P0.sum(0)
-    quad = (Ca**2 @ r)[:, None] + (Cb**2 @ c)[None, :] - 2 * Ca @ P0 @ Cb.T
+    if d < n:
+        quad = (_graph_sq_marginal(x, r).unsqueeze(1)
+                + _graph_sq_marginal(y, c).unsqueeze(0) - 2.0 * _graph_cross(x, y, P0))
+    else:
+        Ca, Cb = 1.0 - x @ x.T, 1.0 - y @ y.T
+        quad = (Ca**2 @ r)[:, None] + (Cb**2 @ c)[None, :] - 2 * Ca @ P0 @ Cb.T
     G = (1 - alpha) * C + 2 * alpha * quad
-    a = torch.full((n,), 1.0 / n, dtype=C.dtype, device=C.device)
-    logP = (f[:, None] + g[None, :] - G) / reg + torch.log(a)[:, None] + torch.log(a)[None, :]
+    with torch.no_grad():
+        # the plan of the last linearised problem at its potentials (a = b = 1/n)
+        logP = (f[:, None] + g[None, :] - G) / reg - 2 * math.log(n)
+        Pd = logP.exp()
+        nll = _plan_nll(Pd, T) if T is not None else -torch.diagonal(logP).mean()
+        W = _target_minus(T, Pd).div_(reg)
     # value: -sum T log P at the solved plan; gradient: the envelope gradient
     # (T - P) / eps of the last linearised entropic problem through its cost G
     # (with the potentials held fixed only the T / eps pull would remain)
-    Pd = logP.detach().exp()
-    surrogate = ((G - G.detach()) * (T - Pd)).sum() / reg
-    return (-(T * logP.detach()).sum() + surrogate
-            + (T * torch.log(T.clamp_min(torch.finfo(T.dtype).tiny))).sum())
+    return with_gradient(nll, (G, W)) + _target_entropy(T, n)
 
 
 def ncu_loss(x, y, *, reg=0.01, ot_reg=0.03, gamma=0.7, noise_ratio=0.1,
@@ -192,15 +258,16 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.03, gamma=0.7, noise_ratio=0.1,
     Y to the softmax of the augmented logits, in both directions.
     """
     n = x.shape[0]
-    T = target if target is not None else torch.eye(n, device=x.device, dtype=x.dtype) / n
-    pos = T > 0
+    pos = (target > 0 if target is not None
+           else torch.eye(n, dtype=torch.bool, device=x.device))
+    S = x @ y.T
     loss = 0.0
-    for s in (x @ y.T, y @ x.T):
+    for s, pos in ((S, pos), (S.T, pos.T)):
         hard = s.masked_fill(pos, -math.inf).max(1, keepdim=True).values
-        aug = torch.cat([s, hard], dim=1)  # (n, n + 1)
-        logits = aug / reg
+        logits = torch.cat([s, hard], dim=1) / reg  # (n, n + 1)
         with torch.no_grad():
-            p_pos = (torch.softmax(s / reg, 1) * pos).sum(1)
+            sd, hd = s.detach(), hard.detach()
+            p_pos = (torch.softmax(sd / reg, 1) * pos).sum(1)
             k = max(1, int(math.ceil(noise_ratio * n))) if noise_ratio > 0 else 0
             noisy = torch.zeros(n, dtype=torch.bool, device=x.device)
             if k:
@@ -208,8 +275,9 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.03, gamma=0.7, noise_ratio=0.1,
             mask = torch.ones(n, n + 1, dtype=torch.bool, device=x.device)
             mask[:, :n] &= ~(pos & noisy[:, None])
             mask[:, n] = noisy
-            cost = 1.0 - aug
-            cost = cost / cost.max()
+            # cost 1 - [s, hard], scaled to max 1
+            cost = torch.cat([sd, hd], dim=1).neg_().add_(1.0)
+            cost.div_(cost.max())
             a = torch.full((n,), 1.0 / n, dtype=s.dtype, device=s.device)
             b = torch.full((n + 1,), 1.0 / (n + 1), dtype=s.dtype, device=s.device)
             # NCU's budget: at most 100 Sinkhorn iterations for the soft target
@@ -217,14 +285,18 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.03, gamma=0.7, noise_ratio=0.1,
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 res = solve(cost, a, b, reg=ot_reg, method="sinkhorn" if k else "rows",
                             mask=mask, grad="detach", max_iter=100, tol=1e-4)
-            pi = res.plan / res.plan.sum(1, keepdim=True)
-            hard_lab = torch.cat([pos.to(s.dtype) / pos.sum(1, keepdim=True),
-                                  torch.zeros(n, 1, dtype=s.dtype, device=s.device)], 1)
-            hard_lab[noisy] = 0.0
-            hard_lab[noisy, n] = 1.0
-            Y = gamma * pi + (1 - gamma) * hard_lab
+            # soft target Y = gamma rownorm(pi) + (1 - gamma) L, built in place
+            Y = res.plan
+            Y.mul_(gamma / Y.sum(1, keepdim=True))
+            lab = pos.to(s.dtype)
+            lab /= lab.sum(1, keepdim=True)
+            lab[noisy] = 0.0
+            Y[:, :n].add_(lab, alpha=1 - gamma)
+            Y[noisy, n] += 1 - gamma
+            neg_ent = torch.xlogy(Y, Y).sum(1).mean()
+        # KL(Y || softmax(logits)) = sum Y log Y - sum Y log_softmax(logits)
         logp = torch.log_softmax(logits, 1)
-        loss = loss + 0.5 * (Y * (torch.log(Y.clamp_min(1e-30)) - logp)).sum(1).mean()
+        loss = loss + 0.5 * (neg_ent - (Y * logp).sum(1).mean())
     return loss
 
 

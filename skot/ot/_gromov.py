@@ -26,11 +26,22 @@ from ._validation import Problem
 __all__ = []
 
 
-def _gw_tensor(Ca, Cb, P):
-    """Square-loss linearisation L(Ca, Cb) (x) P, shape (B, n, m)."""
-    r, c = P.sum(-1), P.sum(-2)
+def _gw_tensor(Ca, Cb, P, outer=None):
+    """Square-loss linearisation L(Ca, Cb) (x) P, shape (B, n, m).
+
+    ``outer=(a, b)`` says that P = a b^T: then Ca P Cb^T = (Ca a)(Cb b)^T costs
+    two matrix-vector products instead of two n x n x m products.
+    """
+    if outer is not None:
+        a, b = outer
+        r = a * b.sum(-1, keepdim=True)
+        c = b * a.sum(-1, keepdim=True)
+        cross = (Ca @ a.unsqueeze(-1)) @ (Cb @ b.unsqueeze(-1)).transpose(-1, -2)
+    else:
+        r, c = P.sum(-1), P.sum(-2)
+        cross = Ca @ P @ Cb.transpose(-1, -2)
     constC = (Ca**2 @ r.unsqueeze(-1)) + (Cb**2 @ c.unsqueeze(-1)).transpose(-1, -2)
-    return constC - 2.0 * Ca @ P @ Cb.transpose(-1, -2)
+    return constC - 2.0 * cross
 
 
 def fgw_objective(M, Ca, Cb, P, alpha):
@@ -60,7 +71,9 @@ def _fgw_entropic(prob, opts):
     ctx = torch.enable_grad() if track else torch.no_grad()
     with ctx:
         for it in range(1, opts["max_iter"] + 1):
-            G = (1 - alpha) * M + 2.0 * alpha * _gw_tensor(Ca, Cb, P)
+            # the first linearisation is at the independent coupling a b^T
+            G = (1 - alpha) * M + 2.0 * alpha * _gw_tensor(
+                Ca, Cb, P, outer=(a, b) if it == 1 else None)
             inner_opts["potentials_init"] = pots
             sub = Problem(G if track else G.detach(), a, b, True, False)
             res = _entropic(sub, inner_opts, *kinds)
@@ -74,13 +87,21 @@ def _fgw_entropic(prob, opts):
                 break
     if grad == "detach":
         P = P.detach()
-    value, value_linear = _value(M, Ca, Cb, P, alpha, grad)
-    if rho is not None:
-        r, c = P.sum(-1), P.sum(-2)
-        for w, marg, rr in ((a, r, rho[0]), (b, c, rho[1])):
-            if not math.isinf(rr):
-                value = value + rr * (marg * (marg.clamp_min(1e-300).log()
-                                              - w.clamp_min(1e-300).log())).sum(-1)
+
+    def values():
+        value, value_linear = _value(M, Ca, Cb, P, alpha, grad)
+        if rho is not None:
+            r, c = P.sum(-1), P.sum(-2)
+            for w, marg, rr in ((a, r, rho[0]), (b, c, rho[1])):
+                if not math.isinf(rr):
+                    value = value + rr * (marg * (marg.clamp_min(1e-300).log()
+                                                  - w.clamp_min(1e-300).log())).sum(-1)
+        return value, value_linear
+
+    if grad == "detach":  # computed on first access only
+        return dict(plan=P, value=None, value_linear=None, lazy_values=values,
+                    potentials=pots, n_iter=it, err=err, converged=converged)
+    value, value_linear = values()
     return dict(plan=P, value=value, value_linear=value_linear, potentials=pots,
                 n_iter=it, err=err, converged=converged)
 

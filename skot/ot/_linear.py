@@ -14,6 +14,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from .._backend import to_numpy
+from ._autograd import FixedPotentialPlan, with_gradient
 from ._registry import register_method
 from ._sinkhorn import Side, sinkhorn_core
 from ._validation import check_balanced, check_positive
@@ -46,7 +47,7 @@ def _side_for(kind, w, eps, rho=None, box=None):
     if kind == "kl":
         if math.isinf(rho):
             return Side("eq", logw)
-        return Side("kl", logw, phi=rho / (rho + eps))
+        return Side("kl", logw, phi=rho / (rho + eps), rho=rho)
     if kind == "box":
         lo, hi = box
         return Side("box", logw, loglo=_tiny_log(lo), loghi=_tiny_log(hi))
@@ -120,26 +121,22 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
         )
     if grad != "autodiff":
         f, g = f.detach(), g.detach()
-    # plan: differentiable in M through the final potentials (envelope/last step)
-    ra_p = _tiny_log(a) if kl_ref else torch.zeros_like(a)
-    rb_p = _tiny_log(b) if kl_ref else torch.zeros_like(b)
-    if grad == "detach":
-        C, ra_p, rb_p = C.detach(), ra_p.detach(), rb_p.detach()
-    if grad == "envelope":
-        ra_p, rb_p = ra_p.detach(), rb_p.detach()
-    if plan_loop is not None and not (torch.is_grad_enabled() and (
-            C.requires_grad or ra_p.requires_grad or rb_p.requires_grad
-            or f.requires_grad or g.requires_grad)):
-        plan = plan_loop.to(C.dtype)
-        if mask is not None:
-            plan = plan.masked_fill(~mask, 0.0)
-    else:
+    if grad == "autodiff" and torch.is_grad_enabled() and (
+            C.requires_grad or a.requires_grad or b.requires_grad):
+        # the plan differentiable through the unrolled potentials
+        ra_p = _tiny_log(a) if kl_ref else torch.zeros_like(a)
+        rb_p = _tiny_log(b) if kl_ref else torch.zeros_like(b)
         plan = _plan_from_potentials(C, f, g, eps, ra_p, rb_p)
-    r, c = plan.sum(-1), plan.sum(-2)
-    if mask is None:
-        value_linear = (plan * C).sum((-2, -1)) if plan.requires_grad else _bdot(plan, C)
     else:
-        value_linear = torch.where(mask, plan * C.masked_fill(~mask, 0.0), 0.0).sum((-2, -1))
+        # no graph through the iterations: the solver's own plan (no n x m
+        # pass; exactly 0 on masked pairs, whose cost is +inf in C)
+        plan = plan_loop.to(C.dtype)
+    r, c = plan.sum(-1), plan.sum(-2)
+    # <M, P> with the unmasked M: the plan is 0 wherever C is +inf
+    if plan.requires_grad:
+        value_linear = (plan * M).sum((-2, -1))
+    else:
+        value_linear = _bdot(plan, M.detach())
     # primal value <C, P> + reg * sum P log(P / ref); since log(P / ref) equals
     # (f + g - C) / reg exactly, it is <f, P 1> + <g, P^T 1>: no n x m pass needed.
     value = (f * r).sum(-1) + (g * c).sum(-1)
@@ -148,9 +145,13 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
             value = value + rho[0] * (r * (_tiny_log(r) - _tiny_log(a))).sum(-1)
         if not math.isinf(rho[1]):
             value = value + rho[1] * (c * (_tiny_log(c) - _tiny_log(b))).sum(-1)
+    if grad == "envelope" and torch.is_grad_enabled() and M.requires_grad:
+        # d<M, P>/dM = P at the fixed plan; the plan itself is differentiable
+        # with the potentials held fixed: dP/dM = -P / reg (entrywise)
+        value_linear = with_gradient(value_linear.detach(), (M, plan))
+        plan = FixedPotentialPlan.apply(M, plan, eps)
     if grad == "envelope":
         value = _envelope(value, M, a, b, plan, f, g, balanced=(row_kind, col_kind) == ("eq", "eq"))
-        plan = plan.detach() if not M.requires_grad else plan
     return dict(plan=plan, value=value, value_linear=value_linear, potentials=(f, g),
                 n_iter=n_iter, err=err, converged=converged)
 
@@ -172,11 +173,10 @@ def _plan_from_potentials(C, f, g, eps, ra, rb):
 
 
 def _envelope(value, M, a, b, plan, f, g, balanced):
-    """Value with the envelope-theorem gradient: dV/dM = P, dV/da = f, dV/db = g."""
-    v = value.detach()
-    Md = M.detach()
-    finite = torch.isfinite(M)
-    v = v + torch.where(finite, plan.detach() * (M - Md), 0.0).sum((-2, -1))
+    """Value with the envelope-theorem gradient: dV/dM = P, dV/da = f, dV/db = g.
+
+    No n x m pass in the forward; the backward is one product with the plan."""
+    pairs = [(M, plan.detach())]
     if a.requires_grad or b.requires_grad:
         if not balanced:
             raise ValueError(
@@ -185,8 +185,8 @@ def _envelope(value, M, a, b, plan, f, g, balanced):
             )
         fc = f.detach() - f.detach().mean(-1, keepdim=True)
         gc = g.detach() - g.detach().mean(-1, keepdim=True)
-        v = v + (fc * (a - a.detach())).sum(-1) + (gc * (b - b.detach())).sum(-1)
-    return v
+        pairs += [(a, fc), (b, gc)]
+    return with_gradient(value.detach(), *pairs)
 
 
 def _warn_convergence(res, method, max_iter):

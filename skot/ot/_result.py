@@ -55,6 +55,9 @@ class OTResult:
     _plan: Any = None
     _plan_fn: Callable | None = field(default=None, repr=False)
     _numpy: bool = field(default=False, repr=False)
+    # () -> (value, value_linear), run on first access (e.g. FGW's objective,
+    # two n x n x m products that a caller needing only the plan never pays)
+    _lazy_values: Callable | None = field(default=None, repr=False)
 
     @property
     def plan(self):
@@ -86,6 +89,12 @@ class OTResult:
         # value, value_linear and potentials are stored as tensors and exported
         # to numpy on access when the inputs were numpy.
         value = object.__getattribute__(self, name)
+        if name in ("value", "value_linear") and value is None:
+            lazy = object.__getattribute__(self, "_lazy_values")
+            if lazy is not None:
+                self.value, self.value_linear = lazy()
+                self._lazy_values = None
+                value = object.__getattribute__(self, name)
         if name in ("value", "value_linear") and object.__getattribute__(
             self, "_numpy"
         ):

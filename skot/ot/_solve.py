@@ -60,9 +60,13 @@ def _finish(res, method, max_iter, batched, numpy_io):
     plan = res["plan"]
     value, value_linear = res["value"], res["value_linear"]
     pots = res["potentials"]
+    lazy = res.get("lazy_values")
     if not batched:
         plan = plan[0]
-        value, value_linear = value[0], value_linear[0]
+        if lazy is None:
+            value, value_linear = value[0], value_linear[0]
+        else:
+            lazy = (lambda fn: lambda: tuple(v[0] for v in fn()))(lazy)
         if pots is not None:
             pots = tuple(p[0] for p in pots)
     return OTResult(
@@ -76,6 +80,7 @@ def _finish(res, method, max_iter, batched, numpy_io):
         status="converged" if res["converged"] else "max_iter reached",
         _plan=plan,
         _numpy=numpy_io,
+        _lazy_values=lazy,
     )
 
 

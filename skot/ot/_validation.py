@@ -97,7 +97,9 @@ def check_cost(M, name="M", allow_inf=False):
     if M.shape[-1] == 0 or M.shape[-2] == 0 or (M.ndim == 3 and M.shape[0] == 0):
         raise ValueError(f"{name} is empty: shape {tuple(M.shape)}, need n, m >= 1")
     with torch.no_grad():
-        if bool(torch.isfinite(M).all()):
+        # one reduction instead of an elementwise pass: a NaN or inf entry makes
+        # the sum non-finite; only then (or on overflow of the sum) look closer
+        if bool(torch.isfinite(M.sum())) or bool(torch.isfinite(M).all()):
             return M, numpy_io
         if torch.isnan(M).any():
             raise ValueError(f"{name} contains NaN; the cost matrix must be finite")
@@ -149,7 +151,8 @@ def check_mask(mask, M):
     """Boolean mask of allowed pairs, broadcast to ``M`` (B, n, m)."""
     if mask is None:
         return None
-    mask = _to_tensor(mask, "mask")
+    if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool):
+        mask = _to_tensor(mask, "mask")
     if mask.dtype != torch.bool:
         if not torch.isin(mask, torch.tensor([0, 1], dtype=mask.dtype)).all():
             raise ValueError("mask must be boolean (True = allowed pair)")
