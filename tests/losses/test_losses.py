@@ -160,3 +160,72 @@ def test_relaxed_losses_have_envelope_gradient_with_negatives():
     # different constraint sets -> different gradients (not only the T/eps pull)
     assert not torch.allclose(grads["total"], grads["unbalanced"], atol=1e-4)
     assert not torch.allclose(grads["total"], grads["dbot"], atol=1e-4)
+
+
+def test_fgw_loss_low_rank_graphs_match_dense():
+    # d < n: the linearised cost is built from x and y (inner dimension d);
+    # zero-padding the features to d >= n takes the dense path, same graphs
+    x, y = _pair(n=20, d=5)
+    from skot.losses._functional import _graph_cross, _graph_sq_marginal
+
+    P = torch.rand(20, 20, dtype=x.dtype)
+    Ca, Cb = 1 - x @ x.T, 1 - y @ y.T
+    torch.testing.assert_close(_graph_cross(x, y, P), Ca @ P @ Cb.T)
+    torch.testing.assert_close(_graph_sq_marginal(x, P.sum(1)), Ca**2 @ P.sum(1))
+    xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    la = L.fgw_loss(xa, ya, reg=0.1, alpha=0.3)
+    la.backward()
+    pad = torch.zeros(20, 20, dtype=x.dtype)
+    xb = torch.cat([x, pad], 1).requires_grad_(True)
+    yb = torch.cat([y, pad], 1).requires_grad_(True)
+    lb = L.fgw_loss(xb, yb, reg=0.1, alpha=0.3)
+    lb.backward()
+    torch.testing.assert_close(la, lb)
+    torch.testing.assert_close(xa.grad, xb.grad[:, :5])
+    torch.testing.assert_close(ya.grad, yb.grad[:, :5])
+
+
+def test_default_target_closed_forms_equal_explicit_identity():
+    x, y = _pair()
+    T = torch.eye(len(x), dtype=x.dtype) / len(x)
+    for name in ("infonce", "iot", "iot_total", "unbalanced", "dbot", "fgw", "ncu"):
+        func, kw = L.LOSSES[name]
+        torch.testing.assert_close(func(x, y, reg=0.1, **kw),
+                                   func(x, y, reg=0.1, target=T, **kw))
+
+
+def test_ncu_flags_noisy_pairs_and_sends_them_to_the_dustbin(monkeypatch):
+    # 3 of 12 pairs swapped: with noise_ratio=0.25 exactly those are flagged
+    # (lowest image->text confidence), and their soft target lives on the
+    # dustbin and on other captions, never on their own caption
+    x, _ = _pair(n=12, d=12, seed=3)
+    y = x.clone()
+    y[[0, 1, 2]] = y[[1, 2, 0]]
+    seen = []
+    import skot.losses._functional as LF
+
+    real = LF.solve
+
+    def spy(cost, a, b, **kw):
+        seen.append(kw["mask"].clone())
+        return real(cost, a, b, **kw)
+
+    monkeypatch.setattr(LF, "solve", spy)
+    L.ncu_loss(x, y, reg=0.1, noise_ratio=0.25)
+    img_mask, txt_mask = seen
+    assert img_mask[:, 12].tolist() == [True] * 3 + [False] * 9
+    assert not img_mask[[0, 1, 2], [0, 1, 2]].any()
+    assert img_mask[3:, :12].all()
+    # caption side (one caption per image): the same pairs use the dustbin
+    assert txt_mask[:, 12].tolist() == [True] * 3 + [False] * 9
+
+
+def test_ncu_with_duplicate_captions_and_no_dustbin_row_is_feasible():
+    # every row shares one caption: text-side rows all keep clean images, so
+    # nobody uses the dustbin there; the solve drops that column instead of
+    # failing on an infeasible mask
+    x, _ = _pair(n=10, d=4)
+    y = torch.ones(10, 4, dtype=x.dtype) / 2
+    T = L.target_plan(y_raw=y)
+    out = L.ncu_loss(x, y, reg=0.1, noise_ratio=0.2, target=T)
+    assert torch.isfinite(out)

@@ -111,3 +111,17 @@ def test_solver_object_is_a_clonable_hyperparameter(rng):
     assert so.OTSolver("exact", reg=0.2).solve(M).method == "exact"
     Ca, Cb = np.eye(4), np.eye(3)
     assert s.solve_gromov(Ca, Cb, M).method == "fgw"
+
+
+def test_detached_fgw_value_is_computed_on_access_and_matches_eager(rng):
+    Ca, Cb, M = _graphs(rng)
+    args = [torch.tensor(v) for v in (Ca, Cb, M)]
+    lazy = so.solve_gromov(*args, alpha=0.4, reg=0.1, grad="detach")
+    eager = so.solve_gromov(*args, alpha=0.4, reg=0.1, grad="autodiff")
+    assert lazy._lazy_values is not None
+    torch.testing.assert_close(lazy.value, eager.value.detach())
+    torch.testing.assert_close(lazy.value_linear, eager.value_linear.detach())
+    assert lazy._lazy_values is None
+    # numpy in, numpy (float) out, also for the lazy value
+    res = so.solve_gromov(Ca, Cb, M, alpha=0.4, reg=0.1, grad="detach")
+    assert res.value == pytest.approx(float(eager.value))

@@ -387,3 +387,54 @@ def test_float32_plan_marginals_match_the_reported_error(rng):
     P = res.plan.double()
     err = float((P.sum(1) - 1 / 70).abs().sum() + (P.sum(0) - 1 / 50).abs().sum())
     assert res.converged and err < 5 * max(res.err, 1e-6)
+
+
+# ------------------------------------------------- speed-ups keep the answers
+def test_unbalanced_translation_step_converges_fast_to_pot(rng):
+    # small reg, large rho: plain unbalanced Sinkhorn contracts at rate
+    # rho / (rho + reg) ~ 0.999 per iteration (over 10 000 iterations here); the
+    # translation-invariant step removes that slow direction
+    X, Y = rng.normal(size=(60, 3)), rng.normal(size=(50, 3)) + 0.3
+    M = ot.dist(X, Y)
+    M /= M.max()
+    a, b = np.full(60, 1 / 60), np.full(50, 1.3 / 50)
+    res = so.solve(M, a, b, reg=0.01, unbalanced=10.0, tol=1e-10, max_iter=5000)
+    assert res.converged and res.n_iter < 1000
+    ref = ot.solve(M, a, b, reg=0.01, unbalanced=10.0, tol=1e-14, max_iter=200000)
+    np.testing.assert_allclose(res.plan, ref.plan, atol=1e-8)
+
+
+def test_envelope_plan_gradient_is_fixed_potential_derivative(rng):
+    # the envelope plan is differentiable with the potentials held fixed:
+    # dP/dM = -P / reg entrywise, and <M, P> gets the gradient P
+    M, a, b = _problem(rng)
+    Mt = torch.tensor(M, requires_grad=True)
+    res = so.solve(Mt, reg=0.2, grad="envelope")
+    W = torch.tensor(rng.random(M.shape))
+    (res.plan * W).sum().backward()
+    P = res.plan.detach()
+    torch.testing.assert_close(Mt.grad, -P * W / 0.2)
+    Mt.grad = None
+    so.solve(Mt, reg=0.2, grad="envelope").value_linear.backward()
+    torch.testing.assert_close(Mt.grad, P)
+
+
+def test_masked_plan_is_exactly_zero_and_value_linear_finite(rng):
+    M, a, b = _problem(rng, 6, 6)
+    mask = np.ones((6, 6), dtype=bool)
+    mask[0, :3] = False
+    mask[2, 4] = False
+    res = so.solve(torch.tensor(M), reg=0.1, mask=torch.tensor(mask), grad="detach")
+    assert float(res.plan[~torch.tensor(mask)].abs().max()) == 0.0
+    assert res.value_linear == pytest.approx(float((res.plan * torch.tensor(M)).sum()))
+
+
+def test_cost_with_nan_or_inf_is_rejected_after_the_fast_check():
+    for bad in (np.nan, np.inf):
+        M = np.ones((3, 3))
+        M[1, 2] = bad
+        with pytest.raises(ValueError, match="NaN|inf"):
+            so.solve(M, reg=0.1)
+    # a finite cost whose sum overflows float32 is still accepted
+    M = torch.full((4, 4), 3e38, dtype=torch.float32)
+    assert bool(torch.isfinite(so.solve(M, reg=1e38, max_iter=5).plan).all())
