@@ -8,6 +8,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from skorch.helper import SliceDict
@@ -283,10 +284,12 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
             iterator_train__drop_last=len(X) > self.batch_size,
             train_split=None, device=str(device), verbose=self.verbose,
         )
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             # skorch warns that y=None is unusual for NeuralNet: it is intended
             warnings.filterwarnings("ignore", message=".*y=None.*")
             net.fit(data, None)
+        _report_warnings(caught)
         self.net_ = net
         self.module_ = net.module_
         self.history_ = net.history
@@ -361,3 +364,21 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         S = zx @ zy.T
         idx = np.arange(len(S))
         return float((np.mean(S.argmax(1) == idx) + np.mean(S.argmax(0) == idx)) / 2)
+
+
+def _report_warnings(caught):
+    """Re-emit the warnings of a training run, the inner solvers' convergence
+    warnings (up to one per step) summed up in a single one."""
+    conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if conv:
+        warnings.warn(
+            f"{len(conv)} inner OT solve(s) during training stopped at their "
+            f"iteration budget before the tolerance (first: {conv[0].message}). "
+            "The envelope gradients of such plans are still usable; to converge, "
+            "increase reg or pass solver=OTSolver(max_iter=...)",
+            ConvergenceWarning,
+            stacklevel=3,
+        )

@@ -246,6 +246,8 @@ def solve_gromov(
     max_iter=None,
     tol=None,
     grad="autodiff",
+    inner_max_iter=None,
+    inner_tol=None,
 ):
     r"""Solve a (fused) Gromov-Wasserstein problem with the square loss.
 
@@ -280,6 +282,11 @@ def solve_gromov(
     tol : float, default=1e-7
         Stop when the plan changes by less than ``tol`` (max abs).
     grad : {"autodiff", "envelope", "detach"}
+    inner_max_iter : int, default=1000
+        Sinkhorn iterations per linearisation (``method="fgw"``).
+    inner_tol : float, default=1e-9 (float64), 1e-6 (float32)
+        Marginal tolerance of each linearisation's Sinkhorn solve (warm-started
+        from the previous one); a training loss can use 1e-4.
 
     Returns
     -------
@@ -322,6 +329,14 @@ def solve_gromov(
         unbalanced_type=unbalanced_type, alpha=alpha, max_iter=max_iter, tol=tol,
         grad=grad, mask=None,
     )
+    if inner_max_iter is not None:
+        if (isinstance(inner_max_iter, bool)
+                or not isinstance(inner_max_iter, numbers.Integral) or inner_max_iter < 1):
+            raise ValueError(
+                f"inner_max_iter must be an integer >= 1 (or None), got {inner_max_iter!r}")
+        opts["inner_max_iter"] = int(inner_max_iter)
+    if inner_tol is not None:
+        opts["inner_tol"] = check_positive(inner_tol, "inner_tol")
     res = func(prob, opts)
     return _finish(res, method, max_iter, prob.batched, numpy_io)
 

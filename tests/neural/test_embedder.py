@@ -172,3 +172,20 @@ def test_solver_instance_sets_unrolled_gradient(pairs):
     assert np.isfinite(est.history_[-1, "train_loss"])
     with pytest.raises(ValueError, match="solver"):
         OTContrastiveEmbedder(solver="nope", max_epochs=1).fit(X, Y)
+
+
+def test_inner_non_convergence_is_one_summary_warning(pairs):
+    # a one-iteration inner budget cannot reach the tolerance: every step's
+    # solve warns, and the user sees one ConvergenceWarning that counts them
+    from skot.ot import OTSolver
+
+    X, Y = pairs
+    emb = OTContrastiveEmbedder("unbalanced", solver=OTSolver(max_iter=1),
+                                max_epochs=2, batch_size=32, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        emb.fit(X, Y)
+    conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(conv) == 1
+    assert "inner OT solve(s) during training" in str(conv[0].message)
+    assert int(str(conv[0].message).split()[0]) >= 2
