@@ -189,9 +189,17 @@ def sinkhorn_core(
     """
     B, n, m = C.shape
     dtype = C.dtype
-    zero_f = torch.zeros((B, n), dtype=dtype, device=C.device)
     zero_g = torch.zeros((B, m), dtype=dtype, device=C.device)
-    fb = zero_f if f0 is None else f0.to(dtype)
+    if f0 is None:
+        # start from the row minima of C: the largest kernel entry of each row is
+        # then exp(ra + rb), so a small reg does not underflow the first kernel
+        # (at reg 0.01 on cosine costs in [0.7, 1.2] it did, and the first
+        # iteration fell back to the log domain: two extra n x m passes each way)
+        with torch.no_grad():
+            fb = C.detach().amin(-1)
+            fb = torch.where(torch.isfinite(fb), fb, 0.0)
+    else:
+        fb = f0.to(dtype)
     gb = zero_g if g0 is None else g0.to(dtype)
     st = _State(fb, gb, torch.zeros(B, dtype=dtype, device=C.device), eps)
     # bound on the log-scalings before they are absorbed into the kernel
