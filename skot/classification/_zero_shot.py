@@ -15,6 +15,10 @@ from ._transductive import estimate_prior, transductive_plan
 
 __all__ = ["FGWZeroShotClassifier"]
 
+# entropic methods whose plan is exp((f_i + g_j - C_ij) / reg + log a_i + log b_j)
+_EXP_FORM = {"sinkhorn", "unbalanced", "rows", "cols", "total", "dbot", "partial",
+             "fgw"}
+
 
 class FGWZeroShotClassifier(BaseOTClassifier):
     r"""Zero-shot / few-shot classification as optimal transport to the classes.
@@ -219,9 +223,17 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        plan, _ = self._assign(X)
+        plan, scores = self._assign(X)
+        if self._exp_form():
+            # the same numbers, from the scores predict and decision_function use
+            return to_numpy(torch.softmax(scores, 1))
         plan = plan / plan.sum(1, keepdim=True).clamp_min(torch.finfo(plan.dtype).tiny)
         return to_numpy(plan)
+
+    def _exp_form(self):
+        solver = self._solver()
+        return (solver.reg is not None and solver.method in _EXP_FORM
+                and str(getattr(solver, "reg_type", "KL")).lower() == "kl")
 
     def predict(self, X):
         """Label of the class receiving most of each row's mass.
@@ -235,6 +247,12 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         y_pred : ndarray of shape (n_samples,)
         """
         plan, scores = self._assign(X)
-        # the plan's argmax; ties (e.g. exact plans splitting a row) by the scores
-        idx = (plan + 1e-12 * torch.softmax(scores, 1) * plan.max()).argmax(1)
+        if self._exp_form():
+            # an entropic plan's rows are exp(scores + a row constant): the same
+            # argmax, without float32 rounding in the solver's frame deciding
+            # near-ties differently from decision_function
+            idx = scores.argmax(1)
+        else:
+            # the exact plan's argmax; ties (a row split) by the scores
+            idx = (plan + 1e-12 * torch.softmax(scores, 1) * plan.max()).argmax(1)
         return self.classes_[to_numpy(idx)]
