@@ -46,3 +46,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _isolate_sklearn_config():
+    """Restore scikit-learn's global config after each test.
+
+    ``import skada`` calls ``sklearn.set_config(enable_metadata_routing=True)``
+    for the whole process; without this, every test after the first SKADA test
+    ran with metadata routing on (e.g. ``Pipeline.score`` then rejects the
+    ``sample_weight`` that sklearn's check_pipeline_consistency passes).
+    """
+    import sklearn
+
+    config = sklearn.get_config()
+    yield
+    sklearn.set_config(**config)

@@ -7,7 +7,6 @@ uses the ``non_deterministic`` tag to skip checks).
 
 import importlib
 
-import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 PUBLIC = [
@@ -47,12 +46,6 @@ TWO_VIEWS = (
     "estimators by name"
 )
 
-FLAKY_PIPELINE = (
-    "passes when run alone, but failed once in the full suite: two trainings of the "
-    "heads differed beyond the check's rtol=1e-7 after other test modules ran in the "
-    "same process; the cause (shared torch/BLAS state) is not traced yet"
-)
-
 EXPECTED_FAILED_CHECKS = {
     "FGWZeroShotClassifier": {
         "check_methods_subset_invariance": TRANSDUCTIVE,
@@ -68,7 +61,6 @@ EXPECTED_FAILED_CHECKS = {
     "OTContrastiveEmbedder": {
         "check_transformer_general": TWO_VIEWS,
         "check_transformer_data_not_an_array": TWO_VIEWS,
-        "check_pipeline_consistency": FLAKY_PIPELINE,
     },
 }
 

@@ -135,10 +135,6 @@ TWO_VIEW = (
 EXPECTED_FAILED = {
     "check_transformer_general": TWO_VIEW,
     "check_transformer_data_not_an_array": TWO_VIEW,
-    "check_pipeline_consistency": (
-        "passes alone, failed once in the full suite (two trainings differed beyond "
-        "rtol=1e-7 after other modules ran in the same process); not traced yet"
-    ),
 }
 
 
