@@ -9,14 +9,11 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._backend import as_tensor, to_numpy
+from ..ot._registry import is_gibbs
 from ._base import BaseOTClassifier
 from ._transductive import estimate_prior, transductive_plan
 
 __all__ = ["FGWZeroShotClassifier"]
-
-# entropic methods whose plan is exp((f_i + g_j - C_ij) / reg + log a_i + log b_j)
-_EXP_FORM = {"sinkhorn", "unbalanced", "rows", "cols", "total", "dbot", "partial",
-             "fgw"}
 
 
 class FGWZeroShotClassifier(BaseOTClassifier):
@@ -231,7 +228,7 @@ class FGWZeroShotClassifier(BaseOTClassifier):
 
     def _exp_form(self):
         solver = self._solver()
-        return (solver.reg is not None and solver.method in _EXP_FORM
+        return (solver.reg is not None and is_gibbs(solver.method)
                 and str(getattr(solver, "reg_type", "KL")).lower() == "kl")
 
     def predict(self, X):

@@ -21,6 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ..ot import solve, solve_gromov
 from ..ot._autograd import with_gradient
+from ..ot._gromov import gw_tensor_cosine
 
 __all__ = [
     "target_plan",
@@ -65,7 +66,8 @@ def infonce_loss(x, y, *, reg=0.01, target=None):
     logits = x @ y.T / reg
     if target is None:  # open_clip's form: cross-entropy with the diagonal labels
         labels = torch.arange(n, device=x.device)
-        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        return 0.5 * (F.cross_entropy(logits, labels)
+                      + F.cross_entropy(logits.T, labels))
     T = target * n
     li = -(T * torch.log_softmax(logits, dim=1)).sum(1).mean()
     lt = -(T.T * torch.log_softmax(logits.T, dim=1)).sum(1).mean()
@@ -194,38 +196,22 @@ def uniformity_penalty(P):
     return (Qn * (torch.log(Qn.clamp_min(tiny)) - torch.log(Pn.clamp_min(tiny)))).sum(1).mean()
 
 
-def _graph_sq_marginal(z, w):
-    r"""((1 - z z^T) o (1 - z z^T)) w, in O(n d^2) instead of O(n^2):
-    :math:`\sum_k w_k (1 - z_i \cdot z_k)^2 = 1^\top w - 2 z_i^\top (z^\top w)
-    + z_i^\top (z^\top \mathrm{diag}(w) z) z_i`."""
-    S = (z * w.unsqueeze(1)).T @ z
-    return w.sum() - 2.0 * (z @ (z.T @ w)) + ((z @ S) * z).sum(1)
-
-
-def _graph_cross(x, y, P):
-    r"""(1 - x x^T) P (1 - y y^T)^T with the graphs never formed: four products
-    with inner dimension d (n^2 d + n d^2) instead of two n x n x m products."""
-    r, c = P.sum(1), P.sum(0)
-    Q = x.T @ (P @ y)  # (d, d)
-    return (P.sum() - (y @ (y.T @ c)).unsqueeze(0) - (x @ (x.T @ r)).unsqueeze(1)
-            + (x @ Q) @ y.T)
-
-
 def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_iter=5):
     r"""Fused Gromov inverse-OT loss: the inner plan also matches the batch
     self-similarity graphs :math:`1 - x x^\top` and :math:`1 - y y^\top`.
 
     The plan is solved without a graph (``solve_gromov``, entropic, at most
-    ``max_iter`` linearisations: a budget, OT-CLIP uses 5); the loss value is :math:`\mathrm{KL}(\tilde P \| P)` and its
-    gradient the envelope gradient :math:`(\tilde P - P)/\varepsilon` of the last
-    linearised entropic problem with respect to its cost
+    ``max_iter`` linearisations: a budget, OT-CLIP uses 5); the loss value is
+    :math:`\mathrm{KL}(\tilde P \| P)` and its gradient the envelope gradient
+    :math:`(\tilde P - P)/\varepsilon` of the last linearised entropic problem
+    with respect to its cost
     :math:`G = (1-\alpha) C + 2\alpha\,[(C_a^{\circ 2} r) \oplus (C_b^{\circ 2} c)
     - 2 C_a P C_b^\top]`, which flows into x and y through C and both graphs.
     When the embedding dimension d is below n, G and its gradient are
     computed from x and y directly (products of inner dimension d, never an
     n x n x n product).
     """
-    n, d = x.shape
+    n = x.shape[0]
     C = 1.0 - x @ y.T
     T = target
     with torch.no_grad():
@@ -242,14 +228,7 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
                            inner_tol=_loss_tol(C.dtype), tol=_loss_tol(C.dtype) / n)
     f, g = res.potentials
     P0 = res.plan
-    r, c = P0.sum(1), P0.sum(0)
-    if d < n:
-        quad = (_graph_sq_marginal(x, r).unsqueeze(1)
-                + _graph_sq_marginal(y, c).unsqueeze(0) - 2.0 * _graph_cross(x, y, P0))
-    else:
-        Ca, Cb = 1.0 - x @ x.T, 1.0 - y @ y.T
-        quad = (Ca**2 @ r)[:, None] + (Cb**2 @ c)[None, :] - 2 * Ca @ P0 @ Cb.T
-    G = (1 - alpha) * C + 2 * alpha * quad
+    G = (1 - alpha) * C + 2 * alpha * gw_tensor_cosine(x, y, P0)
     with torch.no_grad():
         # the plan of the last linearised problem at its potentials (a = b = 1/n)
         logP = (f[:, None] + g[None, :] - G) / reg - 2 * math.log(n)
@@ -310,9 +289,11 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
                  (pos.T & noisy[None, :], pos.T & ~noisy[None, :]))
     loss = 0.0
     for s, (forbid, good) in zip((S, S.T), sides):
-        hard = s.masked_fill(pos if s is S else pos.T, -math.inf).max(1, keepdim=True).values
+        pos_s = pos if s is S else pos.T
+        hard = s.masked_fill(pos_s, -math.inf).max(1, keepdim=True).values
         if not bool(has_neg.all()):  # their dustbin is never used: any finite value
-            hard = torch.where(has_neg.unsqueeze(1), hard, s.min(1, keepdim=True).values)
+            hard = torch.where(has_neg.unsqueeze(1), hard,
+                               s.min(1, keepdim=True).values)
         logits = torch.cat([s, hard], dim=1) / reg  # (n, n + 1)
         with torch.no_grad():
             dust = ~good.any(1)  # rows whose hard label is the dustbin

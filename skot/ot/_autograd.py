@@ -21,7 +21,8 @@ class WithGradient(torch.autograd.Function):
         out = [None]
         for k, w in enumerate(ctx.saved_tensors):
             if ctx.needs_input_grad[1 + 2 * k]:
-                out += [grad.reshape(grad.shape + (1,) * (w.ndim - grad.ndim)) * w, None]
+                g = grad.reshape(grad.shape + (1,) * (w.ndim - grad.ndim))
+                out += [g * w, None]
             else:
                 out += [None, None]
         return tuple(out)

@@ -44,6 +44,31 @@ def _gw_tensor(Ca, Cb, P, outer=None):
     return constC - 2.0 * cross
 
 
+def gw_tensor_cosine(x, y, P):
+    r"""``_gw_tensor(1 - x x^T, 1 - y y^T, P)`` for one (n, m) plan, from the
+    features: with d < n the graphs are never formed (products of inner
+    dimension d, :math:`O(nmd + (n+m)d^2)` instead of :math:`O(n^2 m + n m^2)`),
+    which autograd then differentiates in x and y at the same cost.
+
+    Uses :math:`\sum_k w_k (1 - z_i \cdot z_k)^2 = 1^\top w - 2 z_i^\top (z^\top w)
+    + z_i^\top (z^\top \mathrm{diag}(w) z) z_i` and
+    :math:`(11^\top - xx^\top) P (11^\top - yy^\top) = 1^\top P 1 - 1 (y y^\top c)^\top
+    - (x x^\top r) 1^\top + x (x^\top P y) y^\top`.
+    """
+    d = x.shape[1]
+    if d >= min(x.shape[0], y.shape[0]):
+        return _gw_tensor((1.0 - x @ x.T)[None], (1.0 - y @ y.T)[None], P[None])[0]
+
+    def sq_marginal(z, w):  # ((1 - z z^T) o (1 - z z^T)) w
+        S = (z * w.unsqueeze(1)).T @ z
+        return w.sum() - 2.0 * (z @ (z.T @ w)) + ((z @ S) * z).sum(1)
+
+    r, c = P.sum(1), P.sum(0)
+    cross = (P.sum() - (y @ (y.T @ c)).unsqueeze(0) - (x @ (x.T @ r)).unsqueeze(1)
+             + (x @ (x.T @ (P @ y))) @ y.T)
+    return sq_marginal(x, r).unsqueeze(1) + sq_marginal(y, c).unsqueeze(0) - 2.0 * cross
+
+
 def fgw_objective(M, Ca, Cb, P, alpha):
     """(1 - alpha) <M, P> + alpha * GW_L2(P) for each problem in the batch."""
     lin = (M * P).sum((-2, -1))
@@ -51,7 +76,7 @@ def fgw_objective(M, Ca, Cb, P, alpha):
     return (1 - alpha) * lin + alpha * quad, lin
 
 
-@register_method("fgw", needs_reg=True, quadratic=True)
+@register_method("fgw", needs_reg=True, quadratic=True, gibbs=True)
 def _fgw_entropic(prob, opts):
     """Entropic fused GW by linearise-then-Sinkhorn (projected mirror descent)."""
     M, Ca, Cb, a, b = prob.M, prob.Ca, prob.Cb, prob.a, prob.b

@@ -200,14 +200,14 @@ def _warn_convergence(res, method, max_iter):
         )
 
 
-@register_method("sinkhorn", needs_reg=True)
+@register_method("sinkhorn", needs_reg=True, gibbs=True)
 def _sinkhorn(prob, opts):
     """Balanced entropic OT: P 1 = a, P^T 1 = b."""
     check_balanced(prob.a, prob.b)
     return _entropic(prob, opts, "eq", "eq")
 
 
-@register_method("unbalanced", needs_reg=True)
+@register_method("unbalanced", needs_reg=True, gibbs=True)
 def _unbalanced(prob, opts):
     """KL-relaxed marginals (``unbalanced=rho`` or a pair; inf = hard constraint)."""
     if opts.get("unbalanced") is None:
@@ -220,19 +220,19 @@ def _unbalanced(prob, opts):
     return _entropic(prob, opts, "kl", "kl")
 
 
-@register_method("rows", needs_reg=True)
+@register_method("rows", needs_reg=True, gibbs=True)
 def _rows(prob, opts):
     """Row marginal only (columns free): P_ij = a_i softmax_j(-M_ij / reg)."""
     return _entropic(prob, opts, "eq", "free")
 
 
-@register_method("cols", needs_reg=True)
+@register_method("cols", needs_reg=True, gibbs=True)
 def _cols(prob, opts):
     """Column marginal only (rows free)."""
     return _entropic(prob, opts, "free", "eq")
 
 
-@register_method("total", needs_reg=True)
+@register_method("total", needs_reg=True, gibbs=True)
 def _total(prob, opts):
     """Total mass only: P = mass * softmax over all entries of -M / reg."""
     mass = opts.get("mass")
@@ -240,13 +240,13 @@ def _total(prob, opts):
     return _entropic(prob, opts, "free", "free", total_mass=mass)
 
 
-@register_method("dbot", needs_reg=True)
+@register_method("dbot", needs_reg=True, gibbs=True)
 def _dbot(prob, opts):
     """Double-bounded OT: P 1 = a, lo <= P^T 1 <= hi (``box``)."""
     return _entropic(prob, opts, "eq", "box", box=opts.get("box"))
 
 
-@register_method("partial")
+@register_method("partial", gibbs=True)
 def _partial(prob, opts):
     """Partial OT: P 1 <= a, P^T 1 <= b, total mass ``mass``."""
     mass = opts.get("mass")

@@ -29,6 +29,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._result import OTResult
+from ._sinkhorn import translation_step
 from ._validation import check_positive, check_reg
 
 __all__ = ["solve_sample", "OnlineOTResult", "sample_cost"]
@@ -402,8 +403,6 @@ def solve_sample(
             f = torch.zeros(n, dtype=Xa.dtype, device=Xa.device)
             g = torch.zeros(m, dtype=Xa.dtype, device=Xa.device)
         translate = rho is not None and not (math.isinf(rho[0]) or math.isinf(rho[1]))
-        if translate:
-            lam_scale = rho[0] * rho[1] / (rho[0] + rho[1])
         err, converged, it = math.inf, False, 0
         for it in range(1, max_iter + 1):
             # rows: L_i = log row mass without f_i (units of eps)
@@ -412,9 +411,8 @@ def solve_sample(
             f_new = eps * phi_a * (la - L)
             Lc = lb + _lse_cols(geo, f_new / eps + la, eps)
             g_new = eps * phi_b * (lb - Lc)
-            if translate:  # translation-invariant step, as in skot.ot.solve
-                lam = lam_scale * (torch.logsumexp(la - f_new / rho[0], 0)
-                                   - torch.logsumexp(lb - g_new / rho[1], 0))
+            if translate:  # as in skot.ot.solve
+                lam = translation_step(f_new, g_new, la, lb, rho[0], rho[1])
                 f_new, g_new = f_new + lam, g_new - lam
             if balanced:
                 err = err_rows

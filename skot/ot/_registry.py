@@ -5,17 +5,25 @@ from __future__ import annotations
 _LINEAR: dict = {}
 _QUADRATIC: dict = {}
 _NEEDS_REG: set = set()
+_GIBBS: set = set()
 
 __all__ = ["register_method", "get_method", "available_methods"]
 
 
-def register_method(name, *, needs_reg=False, quadratic=False):
-    """Register ``func(problem, options) -> dict`` under ``name``."""
+def register_method(name, *, needs_reg=False, quadratic=False, gibbs=False):
+    """Register ``func(problem, options) -> dict`` under ``name``.
+
+    ``gibbs=True``: with ``reg`` set (and ``reg_type="KL"``) the plan is
+    ``exp((f_i + g_j - C_ij) / reg + log a_i + log b_j)`` at the returned
+    potentials (C the last linearised cost for Gromov methods).
+    """
 
     def deco(func):
         (_QUADRATIC if quadratic else _LINEAR)[name] = func
         if needs_reg:
             _NEEDS_REG.add(name)
+        if gibbs:
+            _GIBBS.add(name)
         return func
 
     return deco
@@ -41,6 +49,12 @@ def get_method(name, *, quadratic=False):
 
 def needs_reg(name):
     return name in _NEEDS_REG
+
+
+def is_gibbs(name):
+    """Whether the entropic plan of ``name`` has the Gibbs form (see
+    :func:`register_method`)."""
+    return name in _GIBBS
 
 
 def available_methods():

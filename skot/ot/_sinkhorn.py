@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Side", "sinkhorn_core"]
+__all__ = ["Side", "sinkhorn_core", "translation_step"]
 
 
 @dataclass
@@ -91,6 +91,19 @@ def _matvec(K, v):
 
 def _vecmat(u, K):
     return torch.matmul(u.unsqueeze(-2), K).squeeze(-2)
+
+
+def translation_step(f, g, logw_a, logw_b, rho_a, rho_b):
+    """Exact dual maximisation of KL-unbalanced OT along (f + lam, g - lam).
+
+    The coupling term does not see this direction and plain unbalanced Sinkhorn
+    contracts along it at rate rho / (rho + eps) only (translation-invariant
+    Sinkhorn, Sejourne et al. 2022). Potentials in cost units, shapes (..., n)
+    and (..., m); returns lam of shape (...).
+    """
+    return rho_a * rho_b / (rho_a + rho_b) * (
+        torch.logsumexp(logw_a - f / rho_a, dim=-1)
+        - torch.logsumexp(logw_b - g / rho_b, dim=-1))
 
 
 class _State:
@@ -212,8 +225,6 @@ def sinkhorn_core(
     need_absorb = False
     balanced = row.kind in ("eq", "free") and col.kind in ("eq", "free")
     translate = row.kind == "kl" and col.kind == "kl" and logmass is None
-    if translate:
-        lam_scale = row.rho * col.rho / (row.rho + col.rho)
     err = math.inf
     converged = False
     it = 0
@@ -280,13 +291,7 @@ def sinkhorn_core(
                 old_h = st.h().detach()
         st.beta = col.prox(L) - st.gb / eps
         if translate:
-            # translation-invariant step (Sejourne et al. 2022): the exact dual
-            # maximisation over (f + lam, g - lam), the direction the coupling
-            # term cannot see and plain unbalanced Sinkhorn crawls along
-            lam = lam_scale * (
-                torch.logsumexp(row.logw - st.f() / row.rho, dim=-1)
-                - torch.logsumexp(col.logw - st.g() / col.rho, dim=-1)
-            )
+            lam = translation_step(st.f(), st.g(), row.logw, col.logw, row.rho, col.rho)
             st.alpha = st.alpha + (lam / eps).unsqueeze(-1)
             st.beta = st.beta - (lam / eps).unsqueeze(-1)
         # ---- total mass

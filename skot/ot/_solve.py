@@ -32,14 +32,16 @@ def _check_common(reg, reg_type, grad, max_iter, tol):
         raise ValueError(f"grad must be one of {_GRADS}, got {grad!r}")
     if not isinstance(reg_type, str) or reg_type.lower() not in _REG_TYPES:
         raise ValueError(f"reg_type must be 'KL' or 'entropy', got {reg_type!r}")
-    if max_iter is not None and (
-        isinstance(max_iter, bool)
-        or not isinstance(max_iter, numbers.Integral)
-        or max_iter < 1
-    ):
-        raise ValueError(f"max_iter must be an integer >= 1 (or None), got {max_iter!r}")
+    _check_max_iter(max_iter, "max_iter")
     tol = check_positive(tol, "tol")
     return reg, tol
+
+
+def _check_max_iter(value, name):
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
+    ):
+        raise ValueError(f"{name} must be an integer >= 1 (or None), got {value!r}")
 
 
 def _default_tol(M, reg):
@@ -329,11 +331,8 @@ def solve_gromov(
         unbalanced_type=unbalanced_type, alpha=alpha, max_iter=max_iter, tol=tol,
         grad=grad, mask=None,
     )
+    _check_max_iter(inner_max_iter, "inner_max_iter")
     if inner_max_iter is not None:
-        if (isinstance(inner_max_iter, bool)
-                or not isinstance(inner_max_iter, numbers.Integral) or inner_max_iter < 1):
-            raise ValueError(
-                f"inner_max_iter must be an integer >= 1 (or None), got {inner_max_iter!r}")
         opts["inner_max_iter"] = int(inner_max_iter)
     if inner_tol is not None:
         opts["inner_tol"] = check_positive(inner_tol, "inner_tol")

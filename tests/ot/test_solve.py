@@ -438,3 +438,19 @@ def test_cost_with_nan_or_inf_is_rejected_after_the_fast_check():
     # a finite cost whose sum overflows float32 is still accepted
     M = torch.full((4, 4), 3e38, dtype=torch.float32)
     assert bool(torch.isfinite(so.solve(M, reg=1e38, max_iter=5).plan).all())
+
+
+@pytest.mark.parametrize("method", ["sinkhorn", "unbalanced", "rows", "cols", "total",
+                                    "dbot", "partial"])
+def test_gibbs_flag_matches_the_plan(rng, method):
+    # what the registry says about the plan's form holds at the returned potentials
+    from skot.ot._registry import is_gibbs
+
+    assert is_gibbs(method)
+    M, a, b = _problem(rng)
+    kw = {"unbalanced": {"unbalanced": 0.7}, "partial": {"mass": 0.6}}.get(method, {})
+    res = so.solve(M, a, b, reg=0.3, method=method, tol=1e-12, max_iter=20000, **kw)
+    f, g = res.potentials
+    gibbs = np.exp((f[:, None] + g[None, :] - M) / 0.3) * a[:, None] * b[None, :]
+    np.testing.assert_allclose(res.plan, gibbs, rtol=1e-6, atol=1e-12)
+    assert not is_gibbs("exact") and not is_gibbs("sparse")
