@@ -21,7 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ..ot import solve, solve_gromov
 from ..ot._autograd import with_gradient
-from ..ot._gromov import gw_tensor_cosine
+from ..ot._gromov import LowRankGraph, fgw_pairing
 
 __all__ = [
     "target_plan",
@@ -198,47 +198,59 @@ def uniformity_penalty(P):
 
 def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_iter=5):
     r"""Fused Gromov inverse-OT loss: the inner plan also matches the batch
-    self-similarity graphs :math:`1 - x x^\top` and :math:`1 - y y^\top`.
+    self-similarity graphs :math:`C_a = 1 - x x^\top` and :math:`C_b = 1 - y y^\top`.
 
-    The plan is solved without a graph (``solve_gromov``, entropic, at most
-    ``max_iter`` linearisations: a budget, OT-CLIP uses 5); the loss value is
+    The plan P is solved without a graph (``solve_gromov``, entropic, at most
+    ``max_iter`` linearisations: a budget, OT-CLIP uses 5); the loss is
     :math:`\mathrm{KL}(\tilde P \| P)` and its gradient the envelope gradient
-    :math:`(\tilde P - P)/\varepsilon` of the last linearised entropic problem
-    with respect to its cost
-    :math:`G = (1-\alpha) C + 2\alpha\,[(C_a^{\circ 2} r) \oplus (C_b^{\circ 2} c)
-    - 2 C_a P C_b^\top]`, which flows into x and y through C and both graphs.
-    When the embedding dimension d is below n, G and its gradient are
-    computed from x and y directly (products of inner dimension d, never an
-    n x n x n product).
+    :math:`(\tilde P - P)/\varepsilon` of the linearised entropic problem with
+    respect to its cost
+    :math:`G = (1-\alpha) C + 2\alpha\, L(C_a, C_b) \otimes P`, which flows
+    into x and y through C and both graphs (P held fixed).
+
+    When the embedding dimension d is below the batch size n, the graphs are
+    passed to the solver in factored form (:class:`skot.ot.LowRankGraph`), so no
+    linearisation forms an n x n x n product, and the gradient is the pairing
+    :func:`skot.ot._gromov.fgw_pairing`: for a balanced problem only
+    :math:`\langle x^\top W y, (1-\alpha) I + 4\alpha\, x^\top P y\rangle`
+    (d x d matrices; the terms :math:`u 1^\top + 1 v^\top` of G leave a balanced
+    plan unchanged), nothing n x n beyond W and P.
     """
-    n = x.shape[0]
-    C = 1.0 - x @ y.T
+    n, d = x.shape
     T = target
+    low_rank = d < min(n, y.shape[0])
     with torch.no_grad():
         xd, yd = x.detach(), y.detach()
-        Ca, Cb = 1.0 - xd @ xd.T, 1.0 - yd @ yd.T
+        C = 1.0 - xd @ yd.T
+        if low_rank:
+            Ca, Cb = LowRankGraph.cosine(xd), LowRankGraph.cosine(yd)
+        else:
+            Ca, Cb = 1.0 - xd @ xd.T, 1.0 - yd @ yd.T
     # a fixed budget, as in OT-CLIP (5 linearisations): the loss needs the
     # plan of the last linearised problem, not a converged FGW plan; it stops
     # earlier once no plan entry moves by more than the inner tolerance / n
     # (row masses are 1/n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        res = solve_gromov(Ca, Cb, C.detach(), alpha=alpha, reg=reg,
-                           unbalanced=unbalanced, max_iter=max_iter, grad="detach",
+        res = solve_gromov(Ca, Cb, C, alpha=alpha, reg=reg, unbalanced=unbalanced,
+                           max_iter=max_iter, grad="detach",
                            inner_tol=_loss_tol(C.dtype), tol=_loss_tol(C.dtype) / n)
-    f, g = res.potentials
-    P0 = res.plan
-    G = (1 - alpha) * C + 2 * alpha * gw_tensor_cosine(x, y, P0)
+    P = res.plan
     with torch.no_grad():
-        # the plan of the last linearised problem at its potentials (a = b = 1/n)
-        logP = (f[:, None] + g[None, :] - G) / reg - 2 * math.log(n)
-        Pd = logP.exp()
-        nll = _plan_nll(Pd, T) if T is not None else -torch.diagonal(logP).mean()
-        W = _target_minus(T, Pd).div_(reg)
-    # value: -sum T log P at the solved plan; gradient: the envelope gradient
-    # (T - P) / eps of the last linearised entropic problem through its cost G
-    # (with the potentials held fixed only the T / eps pull would remain)
-    return with_gradient(nll, (G, W)) + _target_entropy(T, n)
+        nll = _plan_nll(P, T)
+        W = _target_minus(T, P).div_(reg)
+    # value: -sum T log P at the solved plan; gradient: <W, dG> through C and
+    # both graphs (with the potentials held fixed only the T / eps pull would
+    # remain)
+    if low_rank:
+        # 1 - x y^T = 1 + Ua Ub^T with the graphs' left factors Ua = x, Ub = -y:
+        # the pairing then reuses one product for C and the graphs
+        Ga, Gb = LowRankGraph.cosine(x), LowRankGraph.cosine(y, sign=-1.0)
+        M = LowRankGraph(Ga.U, Gb.U, bias=1.0)
+    else:
+        M, Ga, Gb = 1.0 - x @ y.T, 1.0 - x @ x.T, 1.0 - y @ y.T
+    energy = fgw_pairing(W, M, Ga, Gb, P, alpha, balanced=unbalanced is None)
+    return nll + (energy - energy.detach()) + _target_entropy(T, n)
 
 
 def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,

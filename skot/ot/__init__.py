@@ -14,7 +14,7 @@ from ._registry import available_methods  # noqa: E402
 from ._result import OTResult  # noqa: E402
 from ._solve import solve, solve_gromov  # noqa: E402
 from ._solver import OTSolver, get_solver  # noqa: E402
-from ._gromov import fgw_objective  # noqa: E402
+from ._gromov import LowRankGraph, fgw_objective  # noqa: E402
 from ._online import solve_sample  # noqa: E402
 
 __all__ = [
@@ -25,5 +25,6 @@ __all__ = [
     "OTSolver",
     "get_solver",
     "fgw_objective",
+    "LowRankGraph",
     "solve_sample",
 ]

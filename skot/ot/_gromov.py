@@ -23,50 +23,173 @@ from ._linear import _entropic, _np, _unbalanced_pair
 from ._registry import register_method
 from ._validation import Problem
 
-__all__ = []
+__all__ = ["LowRankGraph", "fgw_pairing"]
 
 
-def _gw_tensor(Ca, Cb, P, outer=None):
+class LowRankGraph:
+    r"""A structure matrix in factored form, :math:`C = \mathrm{bias} + U V^\top`.
+
+    :func:`skot.ot.solve_gromov` takes it for ``Ca`` / ``Cb`` and never forms the
+    n x n matrix: every linearisation :math:`C_a P C_b^\top` costs products of
+    inner dimension k (:math:`O(n m k + (n + m) k^2)` instead of
+    :math:`O(n^2 m + n m^2)`), and :math:`(C \circ C) w` costs :math:`O(n k^2)`.
+    Worth it when the rank k is well below n: the cosine graph
+    :math:`1 - z z^\top` of a batch of n embeddings of dimension d < n
+    (:meth:`cosine`), a squared Euclidean distance matrix (rank d + 2). The
+    analogue of OTT-JAX's ``LRCGeometry``.
+
+    Parameters
+    ----------
+    U, V : tensor or array of shape (n, k) or (B, n, k)
+        Factors of the same shape.
+    bias : float, default=0.0
+        Constant added to every entry.
+    """
+
+    def __init__(self, U, V, bias=0.0):
+        self.U, self.V, self.bias = U, V, bias
+        self._factors = {}
+
+    @classmethod
+    def cosine(cls, Z, sign=1.0):
+        """The cosine-distance graph :math:`1 - Z Z^\top` of the rows of Z (n, d),
+        with factors ``(sign * Z, -sign * Z)``."""
+        return cls(Z * sign if sign != 1.0 else Z, -sign * Z, bias=1.0)
+
+    @property
+    def shape(self):
+        return tuple(self.U.shape[:-1]) + (self.V.shape[-2],)
+
+    def factors(self, bias=True):
+        """(U', V') with :math:`U' V'^\top = C` (the bias as one more column);
+        ``bias=False`` leaves the bias out."""
+        U, V = self.U, self.V
+        if not bias or self.bias == 0:
+            return U, V
+        if bias not in self._factors:  # one concatenation per graph
+            ones = torch.ones(U.shape[:-1] + (1,), dtype=U.dtype, device=U.device)
+            self._factors[bias] = (torch.cat([U, ones * self.bias], -1),
+                                   torch.cat([V, ones], -1))
+        return self._factors[bias]
+
+    def dense(self):
+        """The (n, n) (or (B, n, n)) matrix."""
+        return self.bias + self.U @ self.V.transpose(-1, -2)
+
+    def __repr__(self):
+        return (f"LowRankGraph(shape={self.shape}, rank={self.U.shape[-1]}, "
+                f"bias={self.bias!r})")
+
+
+def _dense(C):
+    return C.dense() if isinstance(C, LowRankGraph) else C
+
+
+def _graph_mm(C, X):
+    """C @ X for a dense or factored graph."""
+    if isinstance(C, LowRankGraph):
+        U, V = C.factors()
+        return U @ (V.transpose(-1, -2) @ X)
+    return C @ X
+
+
+def _graph_sq_mv(C, w):
+    """(C o C) w, shape (..., n, 1)."""
+    if isinstance(C, LowRankGraph):
+        # sum_k w_k (u_i . v_k)^2 = u_i^T (V^T diag(w) V) u_i
+        U, V = C.factors()
+        S = (V * w.unsqueeze(-1)).transpose(-1, -2) @ V
+        return ((U @ S) * U).sum(-1, keepdim=True)
+    return C**2 @ w.unsqueeze(-1)
+
+
+def _graph_cross(Ca, Cb, P, bias=True):
+    """Ca P Cb^T, with products of the factors' inner dimension where factored
+    (``bias=False``: the factored graphs' biases left out)."""
+    if isinstance(Cb, LowRankGraph):
+        Ub, Vb = Cb.factors(bias)
+        L = P @ Vb
+        if isinstance(Ca, LowRankGraph):
+            Ua, Va = Ca.factors(bias)
+            return (Ua @ (Va.transpose(-1, -2) @ L)) @ Ub.transpose(-1, -2)
+        return (Ca @ L) @ Ub.transpose(-1, -2)
+    R = P @ Cb.transpose(-1, -2)
+    if isinstance(Ca, LowRankGraph):
+        Ua, Va = Ca.factors(bias)
+        return Ua @ (Va.transpose(-1, -2) @ R)
+    return Ca @ R
+
+
+def _gw_const(Ca, Cb, r, c):
+    """(Ca o Ca) r 1^T + 1 c^T (Cb o Cb)^T, shape (B, n, m)."""
+    return _graph_sq_mv(Ca, r) + _graph_sq_mv(Cb, c).transpose(-1, -2)
+
+
+def _gw_tensor(Ca, Cb, P, outer=None, const=None):
     """Square-loss linearisation L(Ca, Cb) (x) P, shape (B, n, m).
 
     ``outer=(a, b)`` says that P = a b^T: then Ca P Cb^T = (Ca a)(Cb b)^T costs
-    two matrix-vector products instead of two n x n x m products.
+    two matrix-vector products instead of two n x n x m products. ``const``:
+    the marginal term for fixed marginals (balanced problems: computed once
+    from a and b, as POT's ``init_matrix``); by default from the marginals of P.
     """
     if outer is not None:
         a, b = outer
         r = a * b.sum(-1, keepdim=True)
         c = b * a.sum(-1, keepdim=True)
-        cross = (Ca @ a.unsqueeze(-1)) @ (Cb @ b.unsqueeze(-1)).transpose(-1, -2)
+        cross = (_graph_mm(Ca, a.unsqueeze(-1))
+                 @ _graph_mm(Cb, b.unsqueeze(-1)).transpose(-1, -2))
     else:
         r, c = P.sum(-1), P.sum(-2)
-        cross = Ca @ P @ Cb.transpose(-1, -2)
-    constC = (Ca**2 @ r.unsqueeze(-1)) + (Cb**2 @ c.unsqueeze(-1)).transpose(-1, -2)
-    return constC - 2.0 * cross
+        cross = _graph_cross(Ca, Cb, P)
+    if const is None:
+        const = _gw_const(Ca, Cb, r, c)
+    return const - 2.0 * cross
 
 
-def gw_tensor_cosine(x, y, P):
-    r"""``_gw_tensor(1 - x x^T, 1 - y y^T, P)`` for one (n, m) plan, from the
-    features: with d < n the graphs are never formed (products of inner
-    dimension d, :math:`O(nmd + (n+m)d^2)` instead of :math:`O(n^2 m + n m^2)`),
-    which autograd then differentiates in x and y at the same cost.
+def fgw_pairing(W, M, Ca, Cb, P, alpha, *, balanced):
+    r""":math:`\langle W, (1-\alpha) M + 2\alpha\, L(C_a, C_b) \otimes P\rangle`
+    with the plan P held fixed, differentiable in M, Ca and Cb (dense tensors or
+    :class:`LowRankGraph` with differentiable factors).
 
-    Uses :math:`\sum_k w_k (1 - z_i \cdot z_k)^2 = 1^\top w - 2 z_i^\top (z^\top w)
-    + z_i^\top (z^\top \mathrm{diag}(w) z) z_i` and
-    :math:`(11^\top - xx^\top) P (11^\top - yy^\top) = 1^\top P 1 - 1 (y y^\top c)^\top
-    - (x x^\top r) 1^\top + x (x^\top P y) y^\top`.
+    With W the gradient of a loss with respect to the linearised cost G of an
+    FGW problem (e.g. :math:`(\tilde P - P)/\varepsilon`), its gradient is the
+    loss's envelope gradient through M and both graphs. ``balanced=True``
+    leaves out the terms :math:`u 1^\top + 1 v^\top` of G (the marginal term of
+    L and the biases of factored M and graphs): they do not change a balanced
+    plan, and their pairing :math:`(W1)\cdot u + (W^\top 1)\cdot v` vanishes when
+    W's rows and columns sum to zero. With factored M and graphs of rank k the
+    cost is then a few products of inner dimension k, and nothing n x n is formed.
     """
-    d = x.shape[1]
-    if d >= min(x.shape[0], y.shape[0]):
-        return _gw_tensor((1.0 - x @ x.T)[None], (1.0 - y @ y.T)[None], P[None])[0]
-
-    def sq_marginal(z, w):  # ((1 - z z^T) o (1 - z z^T)) w
-        S = (z * w.unsqueeze(1)).T @ z
-        return w.sum() - 2.0 * (z @ (z.T @ w)) + ((z @ S) * z).sum(1)
-
-    r, c = P.sum(1), P.sum(0)
-    cross = (P.sum() - (y @ (y.T @ c)).unsqueeze(0) - (x @ (x.T @ r)).unsqueeze(1)
-             + (x @ (x.T @ (P @ y))) @ y.T)
-    return sq_marginal(x, r).unsqueeze(1) + sq_marginal(y, c).unsqueeze(0) - 2.0 * cross
+    factored = isinstance(Ca, LowRankGraph) and isinstance(Cb, LowRankGraph)
+    if factored:
+        # <W, Ua (Va^T P Vb) Ub^T> = <Ua^T W Ub, Va^T P Vb>
+        Ua, Va = Ca.factors(bias=not balanced)
+        Ub, Vb = Cb.factors(bias=not balanced)
+        R = Ua.transpose(-1, -2) @ (W @ Ub)
+        K = Va.transpose(-1, -2) @ (P @ Vb)
+        cross = (R * K).sum((-2, -1))
+    else:
+        cross = (W * _graph_cross(Ca, Cb, P, bias=not balanced)).sum((-2, -1))
+    if isinstance(M, LowRankGraph):
+        if factored and M.U is Ca.U and M.V is Cb.U:
+            # M = bias + Ua Ub^T shares the graphs' left factors (cosine
+            # features): <W, Ua Ub^T> = tr(Ua^T W Ub), a block of R
+            k = M.U.shape[-1]
+            lin = torch.diagonal(R[..., :k, :k], dim1=-2, dim2=-1).sum(-1)
+            if not balanced:
+                lin = lin + M.bias * W.sum((-2, -1))
+        else:
+            U, V = M.factors(bias=not balanced)
+            lin = ((W @ V) * U).sum((-2, -1))
+    else:
+        lin = (W * M).sum((-2, -1))
+    quad = -2.0 * cross
+    if not balanced:
+        r, c = P.sum(-1), P.sum(-2)
+        quad = quad + (W.sum(-1) * _graph_sq_mv(Ca, r)[..., 0]).sum(-1) + (
+            W.sum(-2) * _graph_sq_mv(Cb, c)[..., 0]).sum(-1)
+    return (1 - alpha) * lin + 2.0 * alpha * quad
 
 
 def fgw_objective(M, Ca, Cb, P, alpha):
@@ -95,10 +218,13 @@ def _fgw_entropic(prob, opts):
     converged, err, it = False, math.inf, 0
     ctx = torch.enable_grad() if track else torch.no_grad()
     with ctx:
+        # balanced: the marginals of every iterate are a and b, so the marginal
+        # term of the linearisation is fixed (POT's init_matrix)
+        const = _gw_const(Ca, Cb, a, b) if rho is None else None
         for it in range(1, opts["max_iter"] + 1):
             # the first linearisation is at the independent coupling a b^T
             G = (1 - alpha) * M + 2.0 * alpha * _gw_tensor(
-                Ca, Cb, P, outer=(a, b) if it == 1 else None)
+                Ca, Cb, P, outer=(a, b) if it == 1 else None, const=const)
             inner_opts["potentials_init"] = pots
             sub = Problem(G if track else G.detach(), a, b, True, False)
             res = _entropic(sub, inner_opts, *kinds)
@@ -153,7 +279,7 @@ def _fgw_exact(prob, opts):
         a, b = _np(prob.a[k]), _np(prob.b[k])
         b = b * (a.sum() / b.sum())
         plan, log = ot.gromov.fused_gromov_wasserstein(
-            _np(prob.M[k]), _np(prob.Ca[k]), _np(prob.Cb[k]), a, b,
+            _np(prob.M[k]), _np(_dense(prob.Ca)[k]), _np(_dense(prob.Cb)[k]), a, b,
             loss_fun="square_loss", alpha=opts["alpha"], log=True,
             max_iter=int(max_iter), tol_rel=opts["tol"], tol_abs=opts["tol"],
         )

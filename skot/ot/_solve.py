@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
 
 from . import _gromov, _linear  # noqa: F401  (register the methods)
+from ._gromov import LowRankGraph
 from ._linear import _warn_convergence
 from ._registry import get_method, needs_reg
 from ._result import OTResult
@@ -215,6 +217,8 @@ def solve(
 
 
 def _check_graph(C, name, size, like, batched):
+    if isinstance(C, LowRankGraph):
+        return _check_low_rank(C, name, size, like, batched)
     C = _to_tensor(C, name, like=like)
     expected = (size, size)
     shape = tuple(C.shape[-2:])
@@ -229,6 +233,43 @@ def _check_graph(C, name, size, like, batched):
     if not torch.isfinite(C).all():
         raise ValueError(f"{name} contains NaN or inf; structure matrices must be finite")
     return C
+
+
+def _check_low_rank(C, name, size, like, batched):
+    U = _to_tensor(C.U, f"{name}.U", like=like)
+    V = _to_tensor(C.V, f"{name}.V", like=like)
+    if U.shape != V.shape or U.ndim not in (2, 3) or U.shape[-2] != size:
+        raise ValueError(
+            f"{name} is a LowRankGraph with factors of shapes {tuple(U.shape)} and "
+            f"{tuple(V.shape)}; expected two ({size}, k) (or (B, {size}, k)) factors "
+            f"to match M of shape {tuple(like.shape[-2:])}"
+        )
+    if batched and U.ndim == 2:
+        U = U.expand((like.shape[0],) + U.shape)
+        V = V.expand((like.shape[0],) + V.shape)
+    if U.ndim != (3 if batched else 2) or (batched and U.shape[0] != like.shape[0]):
+        raise ValueError(f"{name} factors have shape {tuple(U.shape)}; the batch of "
+                         f"M has {like.shape[0]} problems")
+    try:
+        bias = float(C.bias)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}.bias must be a real number, got {C.bias!r}") from None
+    if not (math.isfinite(bias) and bool(torch.isfinite(U).all())
+            and bool(torch.isfinite(V).all())):
+        raise ValueError(f"{name} contains NaN or inf; structure matrices must be finite")
+    return LowRankGraph(U, V, bias)
+
+
+def _graph_tensor(C, name):
+    """A dense graph as a tensor; a LowRankGraph as is (shape and dtype from U)."""
+    if isinstance(C, LowRankGraph):
+        U = _to_tensor(C.U, f"{name}.U")
+        if U.ndim not in (2, 3):
+            raise ValueError(f"{name}.U must have shape (n, k) or (B, n, k), got "
+                             f"{tuple(U.shape)}")
+        return U, C.shape, not isinstance(C.U, torch.Tensor)
+    t = _to_tensor(C, name)
+    return t, tuple(t.shape), not isinstance(C, torch.Tensor)
 
 
 def solve_gromov(
@@ -261,9 +302,11 @@ def solve_gromov(
 
     Parameters
     ----------
-    Ca : array-like of shape (n, n) or (B, n, n)
-        Structure (distance or similarity) matrix of the source points.
-    Cb : array-like of shape (m, m) or (B, m, m)
+    Ca : array-like of shape (n, n) or (B, n, n), or LowRankGraph
+        Structure (distance or similarity) matrix of the source points; a
+        :class:`~skot.ot.LowRankGraph` ``bias + U V^T`` is never formed (each
+        linearisation costs products of inner dimension k instead of n).
+    Cb : array-like of shape (m, m) or (B, m, m), or LowRankGraph
         Structure matrix of the target points.
     M : array-like of shape (n, m), optional
         Feature cost (fused GW); None means pure GW (``alpha`` is then 1).
@@ -306,22 +349,23 @@ def solve_gromov(
     func = get_method(method, quadratic=True)
     if needs_reg(method) and reg is None:
         raise ValueError(f"method={method!r} needs reg > 0, got reg=None")
-    Ca_t = _to_tensor(Ca, "Ca")
-    numpy_io = not isinstance(Ca, torch.Tensor)
-    if Ca_t.ndim not in (2, 3):
-        raise ValueError(f"Ca must have shape (n, n) or (B, n, n), got {tuple(Ca_t.shape)}")
-    Cb_t = _to_tensor(Cb, "Cb", like=Ca_t)
-    n, m = Ca_t.shape[-1], Cb_t.shape[-1]
+    Ca_t, a_shape, numpy_io = _graph_tensor(Ca, "Ca")
+    if len(a_shape) not in (2, 3):
+        raise ValueError(f"Ca must have shape (n, n) or (B, n, n), got {a_shape}")
+    Cb_t, b_shape, _ = _graph_tensor(Cb, "Cb")
+    n, m = a_shape[-1], b_shape[-1]
     if M is None:
-        shape = Ca_t.shape[:-2] + (n, m)
+        shape = a_shape[:-2] + (n, m)
         M = torch.zeros(shape, dtype=Ca_t.dtype, device=Ca_t.device)
         alpha = 1.0
     Mt, _ = check_cost(M if isinstance(M, torch.Tensor) else _to_tensor(M, "M", like=Ca_t))
     prob = check_problem(Mt, a, b)
     prob.numpy_io = numpy_io
     n_m, m_m = prob.M.shape[-2:]
-    prob.Ca = _check_graph(Ca_t, "Ca", n_m, prob.M, True)
-    prob.Cb = _check_graph(Cb_t, "Cb", m_m, prob.M, True)
+    prob.Ca = _check_graph(Ca if isinstance(Ca, LowRankGraph) else Ca_t, "Ca", n_m,
+                           prob.M, True)
+    prob.Cb = _check_graph(Cb if isinstance(Cb, LowRankGraph) else Cb_t, "Cb", m_m,
+                           prob.M, True)
     if max_iter is None:
         max_iter = 100
     if tol is None:

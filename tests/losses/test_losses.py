@@ -162,27 +162,54 @@ def test_relaxed_losses_have_envelope_gradient_with_negatives():
     assert not torch.allclose(grads["total"], grads["dbot"], atol=1e-4)
 
 
-def test_fgw_loss_low_rank_graphs_match_dense():
-    # d < n: the linearised cost is built from x and y (inner dimension d);
-    # zero-padding the features to d >= n takes the dense path, same graphs
+@pytest.mark.parametrize("unbalanced", [None, 1.0])
+def test_fgw_loss_low_rank_graphs_match_dense(unbalanced):
+    # d < n: factored graphs in the solver and the factored pairing in the
+    # gradient; zero-padding the features to d >= n takes the dense path
     x, y = _pair(n=20, d=5)
-    from skot.ot._gromov import gw_tensor_cosine
-
-    P = torch.rand(20, 20, dtype=x.dtype)
-    Ca, Cb = 1 - x @ x.T, 1 - y @ y.T
-    dense = (Ca**2 @ P.sum(1))[:, None] + (Cb**2 @ P.sum(0))[None, :] - 2 * Ca @ P @ Cb.T
-    torch.testing.assert_close(gw_tensor_cosine(x, y, P), dense)
     xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
-    la = L.fgw_loss(xa, ya, reg=0.1, alpha=0.3)
+    la = L.fgw_loss(xa, ya, reg=0.1, alpha=0.3, unbalanced=unbalanced)
     la.backward()
     pad = torch.zeros(20, 20, dtype=x.dtype)
     xb = torch.cat([x, pad], 1).requires_grad_(True)
     yb = torch.cat([y, pad], 1).requires_grad_(True)
-    lb = L.fgw_loss(xb, yb, reg=0.1, alpha=0.3)
+    lb = L.fgw_loss(xb, yb, reg=0.1, alpha=0.3, unbalanced=unbalanced)
     lb.backward()
     torch.testing.assert_close(la, lb)
-    torch.testing.assert_close(xa.grad, xb.grad[:, :5])
-    torch.testing.assert_close(ya.grad, yb.grad[:, :5])
+    # balanced: the factored pairing leaves out terms whose pairing with
+    # W = (T - P) / eps is zero up to the plan's marginal error (1e-5)
+    tol = dict(atol=1e-5, rtol=1e-4) if unbalanced is None else {}
+    torch.testing.assert_close(xa.grad, xb.grad[:, :5], **tol)
+    torch.testing.assert_close(ya.grad, yb.grad[:, :5], **tol)
+
+
+def test_fgw_loss_gradient_is_the_envelope_gradient_through_both_graphs():
+    # reference: the solved plan P, W = (T - P) / eps and autograd through the
+    # full linearised cost G = (1 - alpha) C + 2 alpha L(Ca, Cb) (x) P, dense
+    from skot.ot import solve_gromov
+    from skot.ot._gromov import _gw_tensor
+
+    x, y = _pair(n=16, d=4, seed=3)
+    alpha, reg, n = 0.4, 0.1, 16
+    xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    loss = L.fgw_loss(xa, ya, reg=reg, alpha=alpha, max_iter=50)
+    loss.backward()
+    res = solve_gromov(1 - x @ x.T, 1 - y @ y.T, 1 - x @ y.T, alpha=alpha, reg=reg,
+                       max_iter=50, inner_tol=1e-5, tol=1e-5 / n)
+    P = res.plan.detach()
+    torch.testing.assert_close(loss.detach(),
+                               -torch.log(torch.diagonal(P) * n).mean())
+    W = (torch.eye(n, dtype=x.dtype) / n - P) / reg
+    xb, yb = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    G = (1 - alpha) * (1 - xb @ yb.T) + 2 * alpha * _gw_tensor(
+        (1 - xb @ xb.T)[None], (1 - yb @ yb.T)[None], P[None])[0]
+    (W * G).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ya.grad, yb.grad, atol=1e-5, rtol=1e-4)
+    # the graphs matter: alpha = 0 gives another gradient
+    x0 = x.clone().requires_grad_(True)
+    L.fgw_loss(x0, y, reg=reg, alpha=0.0, max_iter=50).backward()
+    assert not torch.allclose(x0.grad, xa.grad, atol=1e-3)
 
 
 def test_default_target_closed_forms_equal_explicit_identity():

@@ -125,3 +125,111 @@ def test_detached_fgw_value_is_computed_on_access_and_matches_eager(rng):
     # numpy in, numpy (float) out, also for the lazy value
     res = so.solve_gromov(Ca, Cb, M, alpha=0.4, reg=0.1, grad="detach")
     assert res.value == pytest.approx(float(eager.value))
+
+
+def _sq_euclidean_factors(Z):
+    # |z_i - z_k|^2 = |z_i|^2 + |z_k|^2 - 2 z_i.z_k: rank d + 2
+    s = (Z**2).sum(1, keepdims=True)
+    one = np.ones_like(s)
+    return np.hstack([Z, s, one]), np.hstack([-2 * Z, one, s])
+
+
+@pytest.mark.parametrize("unbalanced", [None, 0.5])
+@pytest.mark.parametrize("grad", ["detach", "autodiff"])
+def test_low_rank_graphs_give_the_dense_solution(rng, unbalanced, grad):
+    X, Y = rng.normal(size=(12, 3)), rng.normal(size=(9, 2))
+    Ua, Va = _sq_euclidean_factors(X)
+    Ub, Vb = _sq_euclidean_factors(Y)
+    Ca, Cb = ot.dist(X, X), ot.dist(Y, Y)
+    np.testing.assert_allclose(Ua @ Va.T, Ca, atol=1e-12)
+    M = ot.dist(X[:, :2], Y)
+    kw = dict(alpha=0.4, reg=0.2, unbalanced=unbalanced, grad=grad)
+    dense = so.solve_gromov(Ca / 4, Cb / 4, M, **kw)
+    low = so.solve_gromov(so.LowRankGraph(Ua, Va / 4), so.LowRankGraph(Ub / 4, Vb), M, **kw)
+    # same problem; rounding differs, the stopping rule is at tol=1e-7
+    np.testing.assert_allclose(low.plan, dense.plan, atol=1e-7)
+    assert low.value == pytest.approx(dense.value, abs=1e-7)
+    # a bias is one more rank; batched factors solve each problem
+    Z = rng.normal(size=(9, 4))
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+    cos = so.LowRankGraph.cosine(Z)
+    np.testing.assert_allclose(cos.dense(), 1 - Z @ Z.T)
+    batch = so.solve_gromov(so.LowRankGraph(np.stack([Ua, Ua]), np.stack([Va, Va]) / 4),
+                            cos, np.stack([M, 2 * M]), **kw)
+    single = so.solve_gromov(Ca / 4, 1 - Z @ Z.T, 2 * M, **kw)
+    np.testing.assert_allclose(batch.plan[1], single.plan, atol=1e-7)
+
+
+def test_low_rank_graphs_with_exact_solver_and_objective(rng):
+    X = rng.normal(size=(10, 3))
+    Ua, Va = _sq_euclidean_factors(X)
+    G = so.LowRankGraph(Ua, Va)
+    M = rng.random((10, 10))
+    low = so.solve_gromov(G, G, M, alpha=0.5)
+    dense = so.solve_gromov(ot.dist(X, X), ot.dist(X, X), M, alpha=0.5)
+    np.testing.assert_allclose(low.plan, dense.plan, atol=1e-12)
+    P = torch.tensor(dense.plan)
+    Gt = so.LowRankGraph(torch.tensor(Ua), torch.tensor(Va))
+    Ct = torch.tensor(ot.dist(X, X))
+    for v, w in zip(so.fgw_objective(torch.tensor(M), Gt, Gt, P, 0.5),
+                    so.fgw_objective(torch.tensor(M), Ct, Ct, P, 0.5)):
+        torch.testing.assert_close(v, w)
+
+
+def test_low_rank_graph_bad_input(rng):
+    M = rng.random((5, 4))
+    U = rng.normal(size=(5, 2))
+    Cb = np.eye(4)
+    with pytest.raises(ValueError, match="Ca is a LowRankGraph"):
+        so.solve_gromov(so.LowRankGraph(U, U[:, :1]), Cb, M, reg=0.1)
+    with pytest.raises(ValueError, match="Ca is a LowRankGraph"):
+        so.solve_gromov(so.LowRankGraph(U[:4], U[:4]), Cb, M, reg=0.1)
+    bad = U.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="Ca contains NaN"):
+        so.solve_gromov(so.LowRankGraph(bad, U), Cb, M, reg=0.1)
+    with pytest.raises(ValueError, match="Ca contains NaN"):
+        so.solve_gromov(so.LowRankGraph(U, U, bias=np.inf), Cb, M, reg=0.1)
+    with pytest.raises(TypeError, match="Ca.bias"):
+        so.solve_gromov(so.LowRankGraph(U, U, bias="one"), Cb, M, reg=0.1)
+
+
+@pytest.mark.parametrize("factored", [False, True])
+def test_fgw_pairing_is_the_pairing_with_the_linearised_cost(rng, factored):
+    # the gradient of <W, G(x, y; P fixed)> for the full linearised cost G,
+    # by autograd on dense matrices, against fgw_pairing (dense or factored)
+    from skot.ot._gromov import _gw_tensor, fgw_pairing
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(11, 3, dtype=torch.float64, generator=g)
+    y = torch.randn(11, 3, dtype=torch.float64, generator=g)
+    P = torch.rand(11, 11, dtype=torch.float64, generator=g)
+    W = torch.randn(11, 11, dtype=torch.float64, generator=g)
+
+    def full(x, y, W):
+        Ca, Cb, M = 1 - x @ x.T, 1 - y @ y.T, 1 - x @ y.T
+        G = 0.7 * M + 0.6 * _gw_tensor(Ca[None], Cb[None], P[None])[0]
+        return (W * G).sum()
+
+    def pairing(x, y, W, balanced):
+        if factored:
+            M, Ca, Cb = (so.LowRankGraph(x, -y, bias=1.0), so.LowRankGraph.cosine(x),
+                         so.LowRankGraph.cosine(y))
+        else:
+            M, Ca, Cb = 1 - x @ y.T, 1 - x @ x.T, 1 - y @ y.T
+        return fgw_pairing(W, M, Ca, Cb, P, 0.3, balanced=balanced)
+
+    def grads(f, *args):
+        xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+        v = f(xa, ya, *args)
+        return (v, *torch.autograd.grad(v, (xa, ya)))
+
+    # any W: the full pairing
+    for u, v in zip(grads(full, W), grads(pairing, W, False)):
+        torch.testing.assert_close(u, v)
+    # W with zero row and column sums (W = (T - P) / eps for T, P in U(a, b)):
+    # the balanced pairing leaves out terms u 1^T + 1 v^T, same gradient
+    W0 = W - W.mean(0) - W.mean(1, keepdim=True) + W.mean()
+    ref, mine = grads(full, W0), grads(pairing, W0, True)
+    for u, v in zip(ref[1:], mine[1:]):
+        torch.testing.assert_close(u, v)
