@@ -281,8 +281,12 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
     budget before its marginals converged).
     """
     n = x.shape[0]
-    pos = (target > 0 if target is not None
-           else torch.eye(n, dtype=torch.bool, device=x.device))
+    # pos: the positives of each image row; None is the diagonal (the default
+    # target), whose masks and labels are built in O(n) instead of n x n passes
+    pos = target > 0 if target is not None else None
+    diag = pos is None and n > 1
+    if pos is None and not diag:
+        pos = torch.eye(n, dtype=torch.bool, device=x.device)
     S = x @ y.T
     with torch.no_grad():
         Sd = S.detach()
@@ -290,34 +294,48 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
         noisy = torch.zeros(n, dtype=torch.bool, device=x.device)
         # a pair whose row has no negative in the batch (every caption is a
         # duplicate of its own) has no hardest negative and is never flagged
-        has_neg = (~pos).any(1)
-        k = min(k, int(has_neg.sum()))
+        has_neg = None if diag else (~pos).any(1)
+        k = min(k, n if diag else int(has_neg.sum()))
         if k:
-            p_pos = (torch.softmax(Sd / reg, 1) * pos).sum(1)
-            p_pos[~has_neg] = math.inf
+            if diag:  # log-probability of the positive (same ranking)
+                p_pos = torch.log_softmax(Sd / reg, 1).diagonal().clone()
+            else:
+                p_pos = (torch.softmax(Sd / reg, 1) * pos).sum(1)
+                p_pos[~has_neg] = math.inf
             noisy[torch.argsort(p_pos)[:k]] = True
-        # (rows' forbidden positives, rows' clean positives) for each direction
-        sides = ((pos & noisy[:, None], pos & ~noisy[:, None]),
-                 (pos.T & noisy[None, :], pos.T & ~noisy[None, :]))
     loss = 0.0
-    for s, (forbid, good) in zip((S, S.T), sides):
-        pos_s = pos if s is S else pos.T
-        hard = s.masked_fill(pos_s, -math.inf).max(1, keepdim=True).values
-        if not bool(has_neg.all()):  # their dustbin is never used: any finite value
-            hard = torch.where(has_neg.unsqueeze(1), hard,
-                               s.min(1, keepdim=True).values)
+    for side, s in enumerate((S, S.T)):
+        with torch.no_grad():
+            # the rows' forbidden positives and clean positives: image rows
+            # forbid their caption when noisy; caption rows forbid their noisy
+            # images (with the diagonal target both are diag(noisy))
+            if diag:
+                forbid = good = None
+                dust = noisy  # rows whose hard label is the dustbin
+            else:
+                pos_s = pos if side == 0 else pos.T
+                flag = noisy[:, None] if side == 0 else noisy[None, :]
+                forbid, good = pos_s & flag, pos_s & ~flag
+                dust = ~good.any(1)
+        hard = _hardest_negative(s, None if diag else pos_s, has_neg)
         logits = torch.cat([s, hard], dim=1) / reg  # (n, n + 1)
         with torch.no_grad():
-            dust = ~good.any(1)  # rows whose hard label is the dustbin
             mask = torch.ones(n, n + 1, dtype=torch.bool, device=x.device)
-            mask[:, :n] &= ~forbid
+            if diag:
+                mask[:, :n].diagonal().copy_(~noisy)
+            else:
+                mask[:, :n] &= ~forbid
             mask[:, n] = dust
             # cost 1 - [s, hard], scaled to max 1
             cost = torch.cat([s.detach(), hard.detach()], dim=1).neg_().add_(1.0)
             cost.div_(cost.max())
             # columns nobody may use (the dustbin when no row needs it, an image
             # whose every caption row is forbidden) get no mass
-            keep = mask.any(0)
+            if diag:  # every image column serves its other rows
+                keep = torch.ones(n + 1, dtype=torch.bool, device=x.device)
+                keep[n] = dust.any()
+            else:
+                keep = mask.any(0)
             full = bool(keep.all())
             if not full:
                 cost, mask = cost[:, keep], mask[:, keep]
@@ -336,15 +354,33 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
                 Y = torch.zeros(n, n + 1, dtype=s.dtype, device=s.device)
                 Y[:, keep] = res.plan
             Y.mul_(gamma / Y.sum(1, keepdim=True))
-            lab = good.to(s.dtype)
-            lab /= lab.sum(1, keepdim=True).clamp_min(1.0)
-            Y[:, :n].add_(lab, alpha=1 - gamma)
+            if diag:
+                Y[:, :n].diagonal().add_((~noisy).to(s.dtype), alpha=1 - gamma)
+            else:
+                lab = good.to(s.dtype)
+                lab /= lab.sum(1, keepdim=True).clamp_min(1.0)
+                Y[:, :n].add_(lab, alpha=1 - gamma)
             Y[dust, n] += 1 - gamma
-            neg_ent = torch.xlogy(Y, Y).sum(1).mean()
+            # sum Y log Y (plan entries are 0 or normal numbers: no subnormals)
+            neg_ent = (Y * Y.clamp_min(_tiny(Y)).log()).sum(1).mean()
         # KL(Y || softmax(logits)) = sum Y log Y - sum Y log_softmax(logits)
         logp = torch.log_softmax(logits, 1)
         loss = loss + 0.5 * (neg_ent - (Y * logp).sum(1).mean())
     return loss
+
+
+def _hardest_negative(s, pos, has_neg):
+    """(n, 1): each row's largest entry outside its positives (``pos`` None:
+    outside the diagonal, by one top-2 pass); rows with no negative get a
+    finite placeholder (their dustbin is never used)."""
+    if pos is None:
+        v, i = s.topk(2, dim=1)
+        self_first = i[:, 0] == torch.arange(len(s), device=s.device)
+        return torch.where(self_first, v[:, 1], v[:, 0]).unsqueeze(1)
+    hard = s.masked_fill(pos, -math.inf).max(1, keepdim=True).values
+    if not bool(has_neg.all()):
+        hard = torch.where(has_neg.unsqueeze(1), hard, s.min(1, keepdim=True).values)
+    return hard
 
 
 def alignment_regulariser(x_all, y_all, *, reg=0.05, form="pairwise", n_atoms=None,
