@@ -23,6 +23,38 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSES = ["infonce", "iot", "iot_total", "unbalanced", "dbot", "fgw", "ncu"]
+# the anchors, same loss (KL(I/n || P) of the balanced entropic plan):
+# POT's memory fix (ot.solve(..., grad="envelope"), 20 iterations) and a
+# log-domain Sinkhorn unrolled for 20 iterations, written out by hand
+ANCHORS = ["pot_envelope20", "unrolled20"]
+
+
+def anchor_loss(name, reg):
+    import math
+
+    import torch
+
+    def pot_envelope20(x, y):
+        import ot
+
+        C = 1.0 - x @ y.T
+        res = ot.solve(C, reg=reg, max_iter=20, grad="envelope")
+        n = len(C)
+        return (torch.diagonal(C).mean() - res.value) / reg + math.log(n)
+
+    def unrolled20(x, y):
+        C = 1.0 - x @ y.T
+        n = len(C)
+        loga = -math.log(n)
+        f = torch.zeros(n, dtype=C.dtype, device=C.device)
+        g = torch.zeros_like(f)
+        for _ in range(20):
+            f = reg * loga - reg * torch.logsumexp((g[None, :] - C) / reg, 1)
+            g = reg * loga - reg * torch.logsumexp((f[:, None] - C) / reg, 0)
+        logp = (f + g - torch.diagonal(C)) / reg
+        return -logp.mean() - math.log(n)
+
+    return {"pot_envelope20": pot_envelope20, "unrolled20": unrolled20}[name]
 
 
 def one(loss, batch, device, repeats, reg):
@@ -37,7 +69,7 @@ def one(loss, batch, device, repeats, reg):
     Y = X + 0.5 * torch.randn(batch, 768, device=dev)
     hx = torch.nn.Linear(768, 512).to(dev)
     hy = torch.nn.Linear(768, 512).to(dev)
-    crit = OTContrastiveLoss(loss, reg=reg)
+    crit = anchor_loss(loss, reg) if loss in ANCHORS else OTContrastiveLoss(loss, reg=reg)
     opt = torch.optim.SGD(list(hx.parameters()) + list(hy.parameters()), lr=1e-3)
 
     def step():
@@ -74,12 +106,22 @@ def one(loss, batch, device, repeats, reg):
             "mib": peak / 2**20, "value": float(value)}
 
 
-def run_sub(loss, batch, device, repeats, reg):
+def run_sub(loss, batch, device, repeats, reg, mem_limit_gib=None):
     cmd = [sys.executable, __file__, "--one", loss, "--batch", str(batch),
            "--device", device, "--repeats", str(repeats), "--reg", str(reg)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+
+    def limit():  # a clean out-of-memory error instead of the kernel's OOM killer
+        if mem_limit_gib:
+            cap = int(mem_limit_gib * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                         preexec_fn=limit)
     if out.returncode != 0:
         tail = out.stderr.strip().splitlines()[-1:] or ["failed"]
+        if any(w in out.stderr for w in ("can't allocate memory", "out of memory",
+                                          "MemoryError")):
+            tail = ["out of memory"]
         return {"loss": loss, "batch": batch, "ms": float("nan"),
                 "mib": float("nan"), "error": tail[0][:60]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -91,8 +133,13 @@ def main():
     p.add_argument("--batch", type=int, nargs="*")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--reg", type=float, nargs="*", default=[0.01, 0.05])
-    p.add_argument("--losses", nargs="*", default=LOSSES)
+    p.add_argument("--losses", nargs="*", default=LOSSES,
+                   help=f"among {LOSSES + ANCHORS}")
     p.add_argument("--one")
+    p.add_argument("--out", help="file name under doc/benchmarks (default "
+                   "bench_losses.rst on CPU, bench_losses_cuda.rst on CUDA)")
+    p.add_argument("--mem-limit-gib", type=float,
+                   help="address-space cap of each CPU run (a clean OOM error)")
     a = p.parse_args()
     if a.one:
         print(json.dumps(one(a.one, a.batch[0], a.device, a.repeats, a.reg[0])))
@@ -106,7 +153,7 @@ def main():
         for reg in a.reg:
             ref = None
             for loss in a.losses:
-                r = run_sub(loss, b, a.device, a.repeats, reg)
+                r = run_sub(loss, b, a.device, a.repeats, reg, a.mem_limit_gib)
                 r["reg"] = reg
                 ref = r if loss == "infonce" else ref
                 r["xt"] = r["ms"] / ref["ms"] if ref else float("nan")
@@ -122,7 +169,9 @@ def main():
     head = ["batch", "reg", "loss", "time (ms)", "x InfoNCE", "peak mem (MiB)",
             "x InfoNCE"]
     body = [[str(r["batch"]), f"{r['reg']:g}", r["loss"], f"{r['ms']:.1f}", f"{r['xt']:.2f}",
-             f"{r['mib']:.0f}", f"{r['xm']:.2f}"] for r in rows]
+             f"{r['mib']:.0f}", f"{r['xm']:.2f}"] if "error" not in r else
+            [str(r["batch"]), f"{r['reg']:g}", r["loss"], r["error"], "-", "-", "-"]
+            for r in rows]
     w = [max(len(h), *(len(x[i]) for x in body)) for i, h in enumerate(head)]
     sep = "  ".join("=" * k for k in w)
     fmt = lambda xs: "  ".join(x.ljust(k) for x, k in zip(xs, w))  # noqa: E731
@@ -141,7 +190,8 @@ def main():
         "that of its last linearisation (through C and both batch graphs), ``ncu`` "
         "a detached masked-Sinkhorn target.", "",
         sep, fmt(head), sep, *map(fmt, body), sep, ""])
-    name = "bench_losses.rst" if a.device == "cpu" else f"bench_losses_{a.device.split(':')[0]}.rst"
+    name = a.out or ("bench_losses.rst" if a.device == "cpu"
+                     else f"bench_losses_{a.device.split(':')[0]}.rst")
     (ROOT / "doc" / "benchmarks" / name).write_text(text)
     print(text)
 

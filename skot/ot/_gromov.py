@@ -121,8 +121,9 @@ def _graph_cross(Ca, Cb, P, bias=True):
 
 
 def _gw_const(Ca, Cb, r, c):
-    """(Ca o Ca) r 1^T + 1 c^T (Cb o Cb)^T, shape (B, n, m)."""
-    return _graph_sq_mv(Ca, r) + _graph_sq_mv(Cb, c).transpose(-1, -2)
+    """(Ca o Ca) r 1^T + 1 c^T (Cb o Cb)^T as the pair of its broadcast terms,
+    shapes (B, n, 1) and (B, 1, m) (never formed n x m)."""
+    return _graph_sq_mv(Ca, r), _graph_sq_mv(Cb, c).transpose(-1, -2)
 
 
 def _gw_tensor(Ca, Cb, P, outer=None, const=None):
@@ -142,9 +143,10 @@ def _gw_tensor(Ca, Cb, P, outer=None, const=None):
     else:
         r, c = P.sum(-1), P.sum(-2)
         cross = _graph_cross(Ca, Cb, P)
-    if const is None:
-        const = _gw_const(Ca, Cb, r, c)
-    return const - 2.0 * cross
+    A, B = const if const is not None else _gw_const(Ca, Cb, r, c)
+    if cross.requires_grad:
+        return A + B - 2.0 * cross
+    return cross.mul_(-2.0).add_(A).add_(B)  # cross is a new tensor: in place
 
 
 def fgw_pairing(W, M, Ca, Cb, P, alpha, *, balanced):
@@ -223,15 +225,19 @@ def _fgw_entropic(prob, opts):
         const = _gw_const(Ca, Cb, a, b) if rho is None else None
         for it in range(1, opts["max_iter"] + 1):
             # the first linearisation is at the independent coupling a b^T
-            G = (1 - alpha) * M + 2.0 * alpha * _gw_tensor(
-                Ca, Cb, P, outer=(a, b) if it == 1 else None, const=const)
+            G = _gw_tensor(Ca, Cb, P, outer=(a, b) if it == 1 else None, const=const)
+            if G.requires_grad:
+                G = (1 - alpha) * M + 2.0 * alpha * G
+            else:  # in place: one n x m buffer per linearisation
+                G.mul_(2.0 * alpha).add_(M.detach(), alpha=1 - alpha)
             inner_opts["potentials_init"] = pots
             sub = Problem(G if track else G.detach(), a, b, True, False)
             res = _entropic(sub, inner_opts, *kinds)
             P_new = res["plan"]
             pots = tuple(p.detach() for p in res["potentials"])
             with torch.no_grad():
-                err = float((P_new - P).abs().max())
+                err = float(torch.sub(P_new, P).abs_().max())
+            del G
             P = P_new
             if err < opts["tol"]:
                 converged = True

@@ -92,7 +92,10 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
     kl_ref = opts["reg_type"].lower() == "kl"
     mask = opts.get("mask")
     _check_mask_feasible(mask, row_kind, col_kind)
-    C = M if mask is None else M.masked_fill(~mask, math.inf)
+    # forbidden pairs are applied to the kernel inside the solver (no masked
+    # n x m copy of the cost)
+    forbid = None if mask is None else ~mask
+    C = M
     track = grad == "autodiff" and torch.is_grad_enabled()
     Cs = C if track else C.detach()
     a_s = a if track else a.detach()
@@ -118,6 +121,7 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
             Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass,
             max_iter=opts["max_iter"], tol=opts["tol"], f0=f0, g0=g0,
             geometry=opts.get("geometry", "kernel"), verbose=opts.get("verbose", False),
+            forbid=forbid,
         )
     if grad != "autodiff":
         f, g = f.detach(), g.detach()
@@ -127,12 +131,14 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
         ra_p = _tiny_log(a) if kl_ref else torch.zeros_like(a)
         rb_p = _tiny_log(b) if kl_ref else torch.zeros_like(b)
         plan = _plan_from_potentials(C, f, g, eps, ra_p, rb_p)
+        if forbid is not None:
+            plan = plan.masked_fill(forbid, 0.0)
     else:
         # no graph through the iterations: the solver's own plan (no n x m
-        # pass; exactly 0 on masked pairs, whose cost is +inf in C)
+        # pass; exactly 0 on masked pairs, whose kernel entries are 0)
         plan = plan_loop.to(C.dtype)
     r, c = plan.sum(-1), plan.sum(-2)
-    # <M, P> with the unmasked M: the plan is 0 wherever C is +inf
+    # <M, P>: the plan is 0 on forbidden pairs
     if plan.requires_grad:
         value_linear = (plan * M).sum((-2, -1))
     else:

@@ -256,3 +256,46 @@ def test_ncu_with_duplicate_captions_and_no_dustbin_row_is_feasible():
     T = L.target_plan(y_raw=y)
     out = L.ncu_loss(x, y, reg=0.1, noise_ratio=0.2, target=T)
     assert torch.isfinite(out)
+
+
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_ncu_gradient_equals_autograd_through_the_augmented_logits(duplicates):
+    # ncu_loss assembles d loss / dS by hand (softmax - Y) / reg, with the
+    # dustbin column's share sent to each row's hardest negative; reference:
+    # autograd through [S, hardest negative] / reg and log_softmax, Y fixed
+    from skot.losses._functional import _ncu_soft_target
+
+    x, y = _pair(n=24, d=5, seed=4)
+    perm = torch.arange(24)
+    perm[:6] = perm[:6].flip(0)  # some wrong pairs
+    y = y[perm]
+    T = None
+    if duplicates:
+        y = y[torch.arange(24) % 8]  # 8 captions, 3 images each
+        T = L.target_plan(None, y)
+    reg, kw = 0.05, dict(noise_ratio=0.25, gamma=0.3, ot_reg=0.05)
+    xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    loss = L.ncu_loss(xa, ya, reg=reg, target=T, **kw)
+    loss.backward()
+
+    xb, yb = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    S = xb @ yb.T
+    n = 24
+    pos = T > 0 if T is not None else torch.eye(n, dtype=torch.bool)
+    p_pos = (torch.softmax(S.detach() / reg, 1) * pos).sum(1)
+    noisy = torch.zeros(n, dtype=torch.bool)
+    noisy[torch.argsort(p_pos)[:6]] = True
+    ref = 0.0
+    for s, pos_s, flag in ((S, pos, noisy[:, None]), (S.T, pos.T, noisy[None, :])):
+        forbid, good = pos_s & flag, pos_s & ~flag
+        dust = ~good.any(1)
+        hard = s.masked_fill(pos_s, -math.inf).max(1, keepdim=True).values
+        with torch.no_grad():
+            Y = _ncu_soft_target(s.detach(), hard.detach(), forbid, good, dust, noisy,
+                                 False, 6, gamma=0.3, ot_reg=0.05)
+        logp = torch.log_softmax(torch.cat([s, hard], 1) / reg, 1)
+        ref = ref + 0.5 * (torch.xlogy(Y, Y).sum(1) - (Y * logp).sum(1)).mean()
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(xa.grad, xb.grad)
+    torch.testing.assert_close(ya.grad, yb.grad)
