@@ -227,9 +227,10 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     passed to the solver in factored form (:class:`skot.ot.LowRankGraph`), so no
     linearisation forms an n x n x n product, and the gradient is the pairing
     :func:`skot.ot._gromov.fgw_pairing`: for a balanced problem only
-    :math:`\langle x^\top W y, (1-\alpha) I + 4\alpha\, x^\top P y\rangle`
-    (d x d matrices; the terms :math:`u 1^\top + 1 v^\top` of G leave a balanced
-    plan unchanged), nothing n x n beyond W and P.
+    :math:`-\langle x^\top W y, (1-\alpha) I + 4\alpha\, x^\top P y\rangle`
+    with :math:`W = (\tilde P - P)/\varepsilon` (d x d matrices; the terms
+    :math:`u 1^\top + 1 v^\top` of G leave a balanced plan unchanged), nothing
+    n x n beyond W and P.
     """
     n, d = x.shape
     T = target
@@ -254,6 +255,9 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     P = res.plan
     with torch.no_grad():
         nll = _plan_nll(P, T)
+    if not (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)):
+        return nll + _target_entropy(T, n)  # no gradient wanted: no pairing
+    with torch.no_grad():
         W = _target_minus(T, P).div_(reg)
     # value: -sum T log P at the solved plan; gradient: <W, dG> through C and
     # both graphs (with the potentials held fixed only the T / eps pull would
