@@ -226,7 +226,7 @@ def _fgw_entropic(prob, opts):
         for it in range(1, opts["max_iter"] + 1):
             # the first linearisation is at the independent coupling a b^T
             G = _gw_tensor(Ca, Cb, P, outer=(a, b) if it == 1 else None, const=const)
-            if G.requires_grad:
+            if track:  # the graph through M, the graphs and the plan
                 G = (1 - alpha) * M + 2.0 * alpha * G
             else:  # in place: one n x m buffer per linearisation
                 G.mul_(2.0 * alpha).add_(M.detach(), alpha=1 - alpha)
