@@ -263,9 +263,10 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     # both graphs (with the potentials held fixed only the T / eps pull would
     # remain)
     if low_rank:
-        # 1 - x y^T = 1 + Ua Ub^T with the graphs' left factors Ua = x, Ub = -y:
-        # the pairing then reuses one product for C and the graphs
-        Ga, Gb = LowRankGraph.cosine(x), LowRankGraph.cosine(y, sign=-1.0)
+        # 1 - x y^T = 1 + Ua Ub^T with the graphs' left factors Ua = x, Ub = -y
+        # (Cb = 1 + (-y) y^T): the pairing then reuses one product for C and
+        # the graphs
+        Ga, Gb = LowRankGraph.cosine(x), LowRankGraph(-y, y, bias=1.0)
         M = LowRankGraph(Ga.U, Gb.U, bias=1.0)
     else:
         M, Ga, Gb = 1.0 - x @ y.T, 1.0 - x @ x.T, 1.0 - y @ y.T

@@ -48,13 +48,12 @@ class LowRankGraph:
 
     def __init__(self, U, V, bias=0.0):
         self.U, self.V, self.bias = U, V, bias
-        self._factors = {}
+        self._with_bias = None  # the factors with the bias column, built once
 
     @classmethod
-    def cosine(cls, Z, sign=1.0):
-        """The cosine-distance graph :math:`1 - Z Z^\top` of the rows of Z (n, d),
-        with factors ``(sign * Z, -sign * Z)``."""
-        return cls(Z * sign if sign != 1.0 else Z, -sign * Z, bias=1.0)
+    def cosine(cls, Z):
+        """The cosine-distance graph :math:`1 - Z Z^\top` of the rows of Z (n, d)."""
+        return cls(Z, -Z, bias=1.0)
 
     @property
     def shape(self):
@@ -66,11 +65,11 @@ class LowRankGraph:
         U, V = self.U, self.V
         if not bias or self.bias == 0:
             return U, V
-        if bias not in self._factors:  # one concatenation per graph
+        if self._with_bias is None:
             ones = torch.ones(U.shape[:-1] + (1,), dtype=U.dtype, device=U.device)
-            self._factors[bias] = (torch.cat([U, ones * self.bias], -1),
-                                   torch.cat([V, ones], -1))
-        return self._factors[bias]
+            self._with_bias = (torch.cat([U, ones * self.bias], -1),
+                               torch.cat([V, ones], -1))
+        return self._with_bias
 
     def dense(self):
         """The (n, n) (or (B, n, n)) matrix."""
@@ -281,11 +280,12 @@ def _fgw_exact(prob, opts):
         raise ValueError("method='fgw_exact' does not support unbalanced=; use 'fgw'")
     max_iter = opts["max_iter"] if opts["max_iter"] is not None else 10_000
     plans, ok = [], True
+    Ca, Cb = _dense(prob.Ca), _dense(prob.Cb)
     for k in range(prob.M.shape[0]):
         a, b = _np(prob.a[k]), _np(prob.b[k])
         b = b * (a.sum() / b.sum())
         plan, log = ot.gromov.fused_gromov_wasserstein(
-            _np(prob.M[k]), _np(_dense(prob.Ca)[k]), _np(_dense(prob.Cb)[k]), a, b,
+            _np(prob.M[k]), _np(Ca[k]), _np(Cb[k]), a, b,
             loss_fun="square_loss", alpha=opts["alpha"], log=True,
             max_iter=int(max_iter), tol_rel=opts["tol"], tol_abs=opts["tol"],
         )
