@@ -84,10 +84,11 @@ def _dense(C):
     return C.dense() if isinstance(C, LowRankGraph) else C
 
 
-def _graph_mm(C, X):
-    """C @ X for a dense or factored graph."""
+def _graph_mm(C, X, bias=True):
+    """C @ X for a dense or factored graph (``bias=False``: a factored graph's
+    bias left out)."""
     if isinstance(C, LowRankGraph):
-        U, V = C.factors()
+        U, V = C.factors(bias)
         return U @ (V.transpose(-1, -2) @ X)
     return C @ X
 
@@ -102,21 +103,33 @@ def _graph_sq_mv(C, w):
     return C**2 @ w.unsqueeze(-1)
 
 
-def _graph_cross(Ca, Cb, P, bias=True):
-    """Ca P Cb^T, with products of the factors' inner dimension where factored
-    (``bias=False``: the factored graphs' biases left out)."""
+def _cross_factors(Ca, Cb, P, outer=None, bias=True):
+    """(L, R) with Ca P Cb^T = L @ R, each side as thin as the graphs allow
+    (``outer=(a, b)``: P = a b^T, two matrix-vector products; ``bias=False``:
+    the factored graphs' biases left out)."""
+    if outer is not None:
+        a, b = outer
+        return (_graph_mm(Ca, a.unsqueeze(-1), bias),
+                _graph_mm(Cb, b.unsqueeze(-1), bias).transpose(-1, -2))
     if isinstance(Cb, LowRankGraph):
         Ub, Vb = Cb.factors(bias)
         L = P @ Vb
         if isinstance(Ca, LowRankGraph):
             Ua, Va = Ca.factors(bias)
-            return (Ua @ (Va.transpose(-1, -2) @ L)) @ Ub.transpose(-1, -2)
-        return (Ca @ L) @ Ub.transpose(-1, -2)
+            return Ua @ (Va.transpose(-1, -2) @ L), Ub.transpose(-1, -2)
+        return Ca @ L, Ub.transpose(-1, -2)
     R = P @ Cb.transpose(-1, -2)
     if isinstance(Ca, LowRankGraph):
         Ua, Va = Ca.factors(bias)
-        return Ua @ (Va.transpose(-1, -2) @ R)
-    return Ca @ R
+        return Ua, Va.transpose(-1, -2) @ R
+    return Ca, R
+
+
+def _graph_cross(Ca, Cb, P, bias=True):
+    """Ca P Cb^T, with products of the factors' inner dimension where factored
+    (``bias=False``: the factored graphs' biases left out)."""
+    L, R = _cross_factors(Ca, Cb, P, bias=bias)
+    return L @ R
 
 
 def _gw_const(Ca, Cb, r, c):
@@ -133,19 +146,66 @@ def _gw_tensor(Ca, Cb, P, outer=None, const=None):
     the marginal term for fixed marginals (balanced problems: computed once
     from a and b, as POT's ``init_matrix``); by default from the marginals of P.
     """
-    if outer is not None:
-        a, b = outer
-        r = a * b.sum(-1, keepdim=True)
-        c = b * a.sum(-1, keepdim=True)
-        cross = (_graph_mm(Ca, a.unsqueeze(-1))
-                 @ _graph_mm(Cb, b.unsqueeze(-1)).transpose(-1, -2))
-    else:
-        r, c = P.sum(-1), P.sum(-2)
-        cross = _graph_cross(Ca, Cb, P)
-    A, B = const if const is not None else _gw_const(Ca, Cb, r, c)
+    L, R = _cross_factors(Ca, Cb, P, outer)
+    cross = L @ R
+    A, B = const if const is not None else _gw_const(Ca, Cb, *_marginals(P, outer))
     if cross.requires_grad:
         return A + B - 2.0 * cross
     return cross.mul_(-2.0).add_(A).add_(B)  # cross is a new tensor: in place
+
+
+def _fgw_linearised(M, Ca, Cb, P, alpha, outer=None, const=None, bias=True):
+    """The linearised FGW cost (1 - alpha) M + 2 alpha L(Ca, Cb) (x) P without
+    an autograd graph, the cross term added to M by one fused product.
+
+    ``const``: the marginal term, a pair of broadcast terms (B, n, 1), (B, 1, m)
+    or None to leave it out; ``bias=False`` leaves out the factored graphs'
+    biases in the cross term. Both are terms u 1^T + 1 v^T, on which a
+    balanced plan does not depend (the potentials then lack them)."""
+    L, R = _cross_factors(Ca, Cb, P, outer, bias)
+    G = torch.baddbmm(M, L, R, beta=1.0 - alpha, alpha=-4.0 * alpha)
+    if const is not None:
+        A, B = const
+        G.add_(A, alpha=2.0 * alpha).add_(B, alpha=2.0 * alpha)
+    return G
+
+
+def _change(P_new, P, outer=None):
+    """The largest Frobenius norm of P_new - P over the batch (POT's stopping
+    rule for entropic (F)GW); P = a b^T when ``outer=(a, b)``, never formed."""
+    if outer is not None:
+        a, b = outer
+        diff = torch.addcmul(P_new, a.unsqueeze(-1), b.unsqueeze(-2), value=-1.0)
+    else:
+        diff = torch.sub(P_new, P)
+    return float(torch.linalg.vector_norm(diff, dim=(-2, -1)).max())
+
+
+def _restore_potentials(pots, Ca, Cb, a, b, alpha, marg=None):
+    """The potentials of the full linearised cost from those of a balanced
+    solve that left out its terms u 1^T + 1 v^T: the marginal term
+    2 alpha ((Ca o Ca) a, (Cb o Cb) b) and, when ``marg`` (the row and column
+    sums r, c of the plan Q of the last linearisation) is given, the factored
+    graphs' biases in -4 alpha Ca Q Cb^T:
+    beta_b Ua Va^T r + beta_a beta_b 1^T Q 1 (rows), beta_a Ub Vb^T c (columns)."""
+    A, B = _gw_const(Ca, Cb, a, b)
+    f = pots[0] + 2.0 * alpha * A[..., 0]
+    g = pots[1] + 2.0 * alpha * B[..., 0, :]
+    if marg is not None:
+        r, c = marg
+        ba, bb = float(Ca.bias), float(Cb.bias)
+        f = f - 4.0 * alpha * (bb * _graph_mm(Ca, r.unsqueeze(-1), False)[..., 0]
+                               + ba * bb * r.sum(-1, keepdim=True))
+        g = g - 4.0 * alpha * ba * _graph_mm(Cb, c.unsqueeze(-1), False)[..., 0]
+    return f, g
+
+
+def _marginals(P, outer=None):
+    """Row and column sums of P (of a b^T when ``outer=(a, b)``)."""
+    if outer is not None:
+        a, b = outer
+        return a * b.sum(-1, keepdim=True), b * a.sum(-1, keepdim=True)
+    return P.sum(-1), P.sum(-2)
 
 
 def fgw_pairing(W, M, Ca, Cb, P, alpha, *, balanced):
@@ -209,38 +269,55 @@ def _fgw_entropic(prob, opts):
     track = grad == "autodiff" and torch.is_grad_enabled()
     rho = _unbalanced_pair(opts.get("unbalanced"))
     kinds = ("kl", "kl") if rho is not None else ("eq", "eq")
-    P = a.unsqueeze(-1) * b.unsqueeze(-2)
-    if not track:
-        P = P.detach()
+    P = None  # the first linearisation is at the independent coupling a b^T
     pots = None
     inner_opts = dict(opts)
     inner_opts["max_iter"] = opts.get("inner_max_iter") or 1000
     inner_opts["tol"] = opts.get("inner_tol") or (1e-9 if M.dtype == torch.float64 else 1e-6)
     converged, err, it = False, math.inf, 0
     ctx = torch.enable_grad() if track else torch.no_grad()
+    # balanced and no graph through the iterations: terms u 1^T + 1 v^T of the
+    # linearisation, which leave the plan unchanged, are left out of the
+    # iterations and added to the potentials only when they are read: the
+    # marginal term (Ca o Ca) a 1^T + 1 b^T (Cb o Cb) (POT's init_matrix, two
+    # products of the graphs' size) and the factored graphs' biases. Kept when
+    # unrolling (the iterates of a truncated Sinkhorn depend on them).
+    reduced = rho is None and not track
+    drop_bias = reduced and all(isinstance(C, LowRankGraph) and C.bias != 0
+                                for C in (Ca, Cb))
+    marg = None  # marginals of the plan of the last linearisation (drop_bias)
     with ctx:
-        # balanced: the marginals of every iterate are a and b, so the marginal
-        # term of the linearisation is fixed (POT's init_matrix)
-        const = _gw_const(Ca, Cb, a, b) if rho is None else None
+        const = _gw_const(Ca, Cb, a, b) if rho is None and track else None
+        Md = M if track else M.detach()
         for it in range(1, opts["max_iter"] + 1):
-            # the first linearisation is at the independent coupling a b^T
-            G = _gw_tensor(Ca, Cb, P, outer=(a, b) if it == 1 else None, const=const)
+            outer = (a, b) if P is None else None
             if track:  # the graph through M, the graphs and the plan
-                G = (1 - alpha) * M + 2.0 * alpha * G
-            else:  # in place: one n x m buffer per linearisation
-                G.mul_(2.0 * alpha).add_(M.detach(), alpha=1 - alpha)
+                G = (1 - alpha) * M + 2.0 * alpha * _gw_tensor(Ca, Cb, P, outer, const)
+            else:  # one n x m buffer per linearisation
+                if drop_bias:
+                    marg = _marginals(P, outer)
+                G = _fgw_linearised(
+                    Md, Ca, Cb, P, alpha, outer,
+                    None if reduced else _gw_const(Ca, Cb, *_marginals(P, outer)),
+                    bias=not drop_bias)
             inner_opts["potentials_init"] = pots
-            sub = Problem(G if track else G.detach(), a, b, True, False)
+            sub = Problem(G, a, b, True, False)
             res = _entropic(sub, inner_opts, *kinds)
             P_new = res["plan"]
             pots = tuple(p.detach() for p in res["potentials"])
-            with torch.no_grad():
-                err = float(torch.sub(P_new, P).abs_().max())
             del G
+            with torch.no_grad():
+                err = _change(P_new, P, outer)
             P = P_new
             if err < opts["tol"]:
                 converged = True
                 break
+    lazy_pots = None
+    if reduced:
+        def lazy_pots(pots=pots, marg=marg):
+            with torch.no_grad():
+                return _restore_potentials(pots, Ca, Cb, a, b, alpha, marg)
+        pots = None
     if grad == "detach":
         P = P.detach()
 
@@ -256,10 +333,11 @@ def _fgw_entropic(prob, opts):
 
     if grad == "detach":  # computed on first access only
         return dict(plan=P, value=None, value_linear=None, lazy_values=values,
-                    potentials=pots, n_iter=it, err=err, converged=converged)
+                    potentials=pots, lazy_potentials=lazy_pots, n_iter=it, err=err,
+                    converged=converged)
     value, value_linear = values()
     return dict(plan=P, value=value, value_linear=value_linear, potentials=pots,
-                n_iter=it, err=err, converged=converged)
+                lazy_potentials=lazy_pots, n_iter=it, err=err, converged=converged)
 
 
 def _value(M, Ca, Cb, P, alpha, grad):

@@ -58,6 +58,9 @@ class OTResult:
     # () -> (value, value_linear), run on first access (e.g. FGW's objective,
     # two n x n x m products that a caller needing only the plan never pays)
     _lazy_values: Callable | None = field(default=None, repr=False)
+    # () -> (f, g), run on first access (e.g. balanced FGW's potentials, which
+    # need the marginal term its iterations leave out)
+    _lazy_potentials: Callable | None = field(default=None, repr=False)
 
     @property
     def plan(self):
@@ -101,6 +104,11 @@ class OTResult:
             if isinstance(value, torch.Tensor):
                 value = to_numpy(value)
                 return value.item() if value.ndim == 0 else value
+        if name == "potentials" and value is None:
+            lazy = object.__getattribute__(self, "_lazy_potentials")
+            if lazy is not None:
+                self.potentials = value = lazy()
+                self._lazy_potentials = None
         if name == "potentials" and object.__getattribute__(self, "_numpy"):
             if value is not None:
                 return tuple(to_numpy(v) for v in value)

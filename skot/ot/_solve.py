@@ -15,6 +15,7 @@ from ._result import OTResult
 from ._validation import (
     Problem,
     _to_tensor,
+    all_finite,
     check_cost,
     check_mask,
     check_positive,
@@ -65,6 +66,7 @@ def _finish(res, method, max_iter, batched, numpy_io):
     value, value_linear = res["value"], res["value_linear"]
     pots = res["potentials"]
     lazy = res.get("lazy_values")
+    lazy_pots = res.get("lazy_potentials")
     if not batched:
         plan = plan[0]
         if lazy is None:
@@ -73,6 +75,8 @@ def _finish(res, method, max_iter, batched, numpy_io):
             lazy = (lambda fn: lambda: tuple(v[0] for v in fn()))(lazy)
         if pots is not None:
             pots = tuple(p[0] for p in pots)
+        if lazy_pots is not None:
+            lazy_pots = (lambda fn: lambda: tuple(p[0] for p in fn()))(lazy_pots)
     return OTResult(
         value=value,
         value_linear=value_linear,
@@ -85,6 +89,7 @@ def _finish(res, method, max_iter, batched, numpy_io):
         _plan=plan,
         _numpy=numpy_io,
         _lazy_values=lazy,
+        _lazy_potentials=lazy_pots,
     )
 
 
@@ -230,7 +235,7 @@ def _check_graph(C, name, size, like, batched):
             f"shape {tuple(like.shape[-2:])} "
             f"(or batched {(like.shape[0],) + expected})"
         )
-    if not torch.isfinite(C).all():
+    if not all_finite(C):
         raise ValueError(f"{name} contains NaN or inf; structure matrices must be finite")
     return C
 
@@ -254,8 +259,7 @@ def _check_low_rank(C, name, size, like, batched):
         bias = float(C.bias)
     except (TypeError, ValueError):
         raise TypeError(f"{name}.bias must be a real number, got {C.bias!r}") from None
-    if not (math.isfinite(bias) and bool(torch.isfinite(U).all())
-            and bool(torch.isfinite(V).all())):
+    if not (math.isfinite(bias) and all_finite(U) and all_finite(V)):
         raise ValueError(f"{name} contains NaN or inf; structure matrices must be finite")
     return LowRankGraph(U, V, bias)
 
@@ -325,7 +329,8 @@ def solve_gromov(
     method : {"fgw", "fgw_exact"} or None
     max_iter : int, default=100 outer iterations
     tol : float, default=1e-7
-        Stop when the plan changes by less than ``tol`` (max abs).
+        Stop when the plan changes by less than ``tol`` in Frobenius norm
+        between two linearisations (POT's rule for entropic FGW).
     grad : {"autodiff", "envelope", "detach"}
     inner_max_iter : int, default=1000
         Sinkhorn iterations per linearisation (``method="fgw"``).

@@ -85,6 +85,14 @@ class Problem:
         return self.M.shape
 
 
+def all_finite(t):
+    """Whether every entry of tensor t is finite: one reduction (a NaN or inf
+    entry makes the sum non-finite), the elementwise test only when the sum
+    is not finite (overflow)."""
+    with torch.no_grad():
+        return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def check_cost(M, name="M", allow_inf=False):
     if M is None:
         raise ValueError(f"{name} must be given, got None")
@@ -96,11 +104,9 @@ def check_cost(M, name="M", allow_inf=False):
         )
     if M.shape[-1] == 0 or M.shape[-2] == 0 or (M.ndim == 3 and M.shape[0] == 0):
         raise ValueError(f"{name} is empty: shape {tuple(M.shape)}, need n, m >= 1")
+    if all_finite(M):
+        return M, numpy_io
     with torch.no_grad():
-        # one reduction instead of an elementwise pass: a NaN or inf entry makes
-        # the sum non-finite; only then (or on overflow of the sum) look closer
-        if bool(torch.isfinite(M.sum())) or bool(torch.isfinite(M).all()):
-            return M, numpy_io
         if torch.isnan(M).any():
             raise ValueError(f"{name} contains NaN; the cost matrix must be finite")
         if not allow_inf and torch.isinf(M).any():

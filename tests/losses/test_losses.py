@@ -183,23 +183,30 @@ def test_fgw_loss_low_rank_graphs_match_dense(unbalanced):
     torch.testing.assert_close(ya.grad, yb.grad[:, :5], **tol)
 
 
-def test_fgw_loss_gradient_is_the_envelope_gradient_through_both_graphs():
+@pytest.mark.parametrize("soft", [False, True])
+def test_fgw_loss_gradient_is_the_envelope_gradient_through_both_graphs(soft):
     # reference: the solved plan P, W = (T - P) / eps and autograd through the
-    # full linearised cost G = (1 - alpha) C + 2 alpha L(Ca, Cb) (x) P, dense
+    # full linearised cost G = (1 - alpha) C + 2 alpha L(Ca, Cb) (x) P, dense;
+    # the loss writes this gradient out for cosine graphs (d < n), with the
+    # default target I / n or a given one (here with uniform marginals)
     from skot.ot import solve_gromov
     from skot.ot._gromov import _gw_tensor
 
     x, y = _pair(n=16, d=4, seed=3)
     alpha, reg, n = 0.4, 0.1, 16
+    T = None
+    if soft:
+        T = (torch.eye(n, dtype=x.dtype) + torch.roll(torch.eye(n, dtype=x.dtype), 1, 1)
+             ) / (2 * n)
     xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
-    loss = L.fgw_loss(xa, ya, reg=reg, alpha=alpha, max_iter=50)
+    loss = L.fgw_loss(xa, ya, reg=reg, alpha=alpha, max_iter=50, target=T)
     loss.backward()
     res = solve_gromov(1 - x @ x.T, 1 - y @ y.T, 1 - x @ y.T, alpha=alpha, reg=reg,
-                       max_iter=50, inner_tol=1e-5, tol=1e-5 / n)
+                       max_iter=50, inner_tol=1e-5, tol=1e-5 / n**0.5)
     P = res.plan.detach()
-    torch.testing.assert_close(loss.detach(),
-                               -torch.log(torch.diagonal(P) * n).mean())
-    W = (torch.eye(n, dtype=x.dtype) / n - P) / reg
+    T = torch.eye(n, dtype=x.dtype) / n if T is None else T
+    torch.testing.assert_close(loss.detach(), (T * torch.log(T.clamp_min(1e-300) / P)).sum())
+    W = (T - P) / reg
     xb, yb = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     G = (1 - alpha) * (1 - xb @ yb.T) + 2 * alpha * _gw_tensor(
         (1 - xb @ xb.T)[None], (1 - yb @ yb.T)[None], P[None])[0]

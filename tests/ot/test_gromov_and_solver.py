@@ -127,6 +127,51 @@ def test_detached_fgw_value_is_computed_on_access_and_matches_eager(rng):
     assert res.value == pytest.approx(float(eager.value))
 
 
+@pytest.mark.parametrize("unbalanced", [None, 0.5])
+@pytest.mark.parametrize("graphs", ["dense", "factored", "cosine"])
+@pytest.mark.parametrize("grad", ["detach", "envelope", "autodiff"])
+def test_fgw_potentials_give_the_plan_of_the_linearised_cost(rng, unbalanced, graphs,
+                                                             grad):
+    # the registry's Gibbs form for "fgw": P = exp((f + g - G) / reg) a b^T with
+    # G the linearised cost at the (converged) plan; balanced solves leave the
+    # marginal term and the factored graphs' biases out of their iterations and
+    # add them to the potentials on access
+    X, Y = rng.normal(size=(12, 3)), rng.normal(size=(9, 2))
+    if graphs == "cosine":
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+        Ca, Cb = 1 - X @ X.T, 1 - Y @ Y.T
+    else:
+        Ca, Cb = ot.dist(X, X) / 4, ot.dist(Y, Y) / 4
+    M = ot.dist(X[:, :2], Y)
+    a, b = rng.random(12) + 0.5, rng.random(9) + 0.5
+    a, b = a / a.sum(), b / b.sum()
+    args = [torch.tensor(v) for v in (Ca, Cb, M, a, b)]
+    if graphs == "factored":
+        Ua, Va = _sq_euclidean_factors(X)
+        Ub, Vb = _sq_euclidean_factors(Y)
+        args[:2] = [so.LowRankGraph(torch.tensor(Ua / 4), torch.tensor(Va)),
+                    so.LowRankGraph(torch.tensor(Ub), torch.tensor(Vb / 4))]
+    elif graphs == "cosine":
+        # bias 1 and 0.5 (+ 0.5 in the factors)
+        half = np.full((9, 1), 0.5 ** 0.5)
+        args[:2] = [so.LowRankGraph.cosine(torch.tensor(X)),
+                    so.LowRankGraph(torch.tensor(np.hstack([Y, half])),
+                                    torch.tensor(np.hstack([-Y, half])), bias=0.5)]
+    alpha, reg = 0.4, 0.2
+    res = so.solve_gromov(*args, alpha=alpha, reg=reg, unbalanced=unbalanced,
+                          grad=grad, tol=1e-13, inner_tol=1e-13)
+    assert res.converged
+    P = res.plan.detach()
+    Cat, Cbt, Mt, at, bt = (torch.tensor(v) for v in (Ca, Cb, M, a, b))
+    r, c = P.sum(1), P.sum(0)
+    G = (1 - alpha) * Mt + 2 * alpha * (
+        (Cat**2 @ r)[:, None] + (Cbt**2 @ c)[None, :] - 2 * Cat @ P @ Cbt.T)
+    f, g = (p.detach() for p in res.potentials)
+    gibbs = torch.exp((f[:, None] + g[None, :] - G) / reg) * at[:, None] * bt[None, :]
+    torch.testing.assert_close(gibbs, P, rtol=1e-7, atol=1e-12)
+
+
 def _sq_euclidean_factors(Z):
     # |z_i - z_k|^2 = |z_i|^2 + |z_k|^2 - 2 z_i.z_k: rank d + 2
     s = (Z**2).sum(1, keepdims=True)
