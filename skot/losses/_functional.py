@@ -237,10 +237,13 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     low_rank = d < min(n, y.shape[0])
     with torch.no_grad():
         xd, yd = x.detach(), y.detach()
-        C = 1.0 - xd @ yd.T
         if low_rank:
+            # C = 1 - x y^T shares the graphs' factors: each linearised cost is
+            # one product, and no n x n matrix is kept besides the plans
             Ca, Cb = LowRankGraph.cosine(xd), LowRankGraph.cosine(yd)
+            C = LowRankGraph(xd, -yd, bias=1.0)
         else:
+            C = 1.0 - xd @ yd.T
             Ca, Cb = 1.0 - xd @ xd.T, 1.0 - yd @ yd.T
     # a fixed budget, as in OT-CLIP (5 linearisations): the loss needs the
     # plan of the last linearised problem, not a converged FGW plan; it stops
@@ -249,7 +252,7 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     # when spread over the n entries that carry the mass. (A max-abs rule at
     # tau / n sat at the noise of the warm-started inner solves, which stop
     # anywhere below tau: at reg 0.01 it stopped at random, often at the budget.)
-    tau = _loss_tol(C.dtype)
+    tau = _loss_tol(x.dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         res = solve_gromov(Ca, Cb, C, alpha=alpha, reg=reg, unbalanced=unbalanced,

@@ -154,20 +154,68 @@ def _gw_tensor(Ca, Cb, P, outer=None, const=None):
     return cross.mul_(-2.0).add_(A).add_(B)  # cross is a new tensor: in place
 
 
-def _fgw_linearised(M, Ca, Cb, P, alpha, outer=None, const=None, bias=True):
+def _fgw_linearised(M, Ca, Cb, P, alpha, outer=None, const=None, bias=True, shared=None):
     """The linearised FGW cost (1 - alpha) M + 2 alpha L(Ca, Cb) (x) P without
     an autograd graph, the cross term added to M by one fused product.
 
     ``const``: the marginal term, a pair of broadcast terms (B, n, 1), (B, 1, m)
     or None to leave it out; ``bias=False`` leaves out the factored graphs'
     biases in the cross term. Both are terms u 1^T + 1 v^T, on which a
-    balanced plan does not depend (the potentials then lack them)."""
-    L, R = _cross_factors(Ca, Cb, P, outer, bias)
-    G = torch.baddbmm(M, L, R, beta=1.0 - alpha, alpha=-4.0 * alpha)
+    balanced plan does not depend (the potentials then lack them). M may be a
+    LowRankGraph; ``shared=s`` says that M = bias + s Ua Ub^T with the graphs'
+    left factors (see :func:`_shared_sign`): then the whole cost is one
+    product Ua ((1 - alpha) s I - 4 alpha K) Ub^T."""
+    if shared is not None:
+        (Ua, Va), (Ub, Vb) = Ca.factors(bias), Cb.factors(bias)
+        if outer is not None:
+            a, b = outer
+            K = ((Va.transpose(-1, -2) @ a.unsqueeze(-1))
+                 @ (b.unsqueeze(-2) @ Vb))
+        else:
+            K = Va.transpose(-1, -2) @ (P @ Vb)
+        B = K.mul_(-4.0 * alpha)
+        k = M.U.shape[-1]  # the graphs' own columns (a bias column comes last)
+        B.diagonal(dim1=-2, dim2=-1)[..., :k].add_((1.0 - alpha) * shared)
+        G = torch.baddbmm(torch.tensor((1.0 - alpha) * M.bias, dtype=B.dtype,
+                                       device=B.device),
+                          Ua @ B, Ub.transpose(-1, -2))
+    else:
+        L, R = _cross_factors(Ca, Cb, P, outer, bias)
+        if isinstance(M, LowRankGraph):
+            G = torch.baddbmm(torch.tensor((1.0 - alpha) * M.bias, dtype=L.dtype,
+                                           device=L.device),
+                              M.U, M.V.transpose(-1, -2), alpha=1.0 - alpha)
+            G.baddbmm_(L, R, alpha=-4.0 * alpha)
+        else:
+            G = torch.baddbmm(M, L, R, beta=1.0 - alpha, alpha=-4.0 * alpha)
     if const is not None:
         A, B = const
         G.add_(A, alpha=2.0 * alpha).add_(B, alpha=2.0 * alpha)
     return G
+
+
+def _shared_sign(M, Ca, Cb):
+    """s when the factored cost M = bias + U V^T has U equal to Ca's left
+    factor and V to s times Cb's (s = +-1; the cosine cost 1 - x y^T with the
+    graphs 1 - x x^T, 1 - y y^T: s = -1), else None. Exact comparisons of the
+    n x k factors, no n x m pass."""
+    if not all(isinstance(C, LowRankGraph) for C in (M, Ca, Cb)):
+        return None
+    U, V, Ua, Ub = M.U, M.V, Ca.U, Cb.U
+    if U.shape != Ua.shape or V.shape != Ub.shape or not torch.equal(U, Ua):
+        return None
+    if torch.equal(V, Ub):
+        return 1.0
+    if torch.equal(V, -Ub):
+        return -1.0
+    return None
+
+
+def _pair(M, P):
+    """<M, P> per problem, M dense or factored."""
+    if isinstance(M, LowRankGraph):
+        return M.bias * P.sum((-2, -1)) + ((P @ M.V) * M.U).sum((-2, -1))
+    return (M * P).sum((-2, -1))
 
 
 def _change(P_new, P, outer=None):
@@ -255,7 +303,7 @@ def fgw_pairing(W, M, Ca, Cb, P, alpha, *, balanced):
 
 def fgw_objective(M, Ca, Cb, P, alpha):
     """(1 - alpha) <M, P> + alpha * GW_L2(P) for each problem in the batch."""
-    lin = (M * P).sum((-2, -1))
+    lin = _pair(M, P)
     quad = (_gw_tensor(Ca, Cb, P) * P).sum((-2, -1))
     return (1 - alpha) * lin + alpha * quad, lin
 
@@ -273,7 +321,7 @@ def _fgw_entropic(prob, opts):
     pots = None
     inner_opts = dict(opts)
     inner_opts["max_iter"] = opts.get("inner_max_iter") or 1000
-    inner_opts["tol"] = opts.get("inner_tol") or (1e-9 if M.dtype == torch.float64 else 1e-6)
+    inner_opts["tol"] = opts.get("inner_tol") or (1e-9 if a.dtype == torch.float64 else 1e-6)
     converged, err, it = False, math.inf, 0
     ctx = torch.enable_grad() if track else torch.no_grad()
     # balanced and no graph through the iterations: terms u 1^T + 1 v^T of the
@@ -288,18 +336,24 @@ def _fgw_entropic(prob, opts):
     marg = None  # marginals of the plan of the last linearisation (drop_bias)
     with ctx:
         const = _gw_const(Ca, Cb, a, b) if rho is None and track else None
-        Md = M if track else M.detach()
+        if track:
+            Md = M.dense() if isinstance(M, LowRankGraph) else M
+        elif isinstance(M, LowRankGraph):
+            Md = LowRankGraph(M.U.detach(), M.V.detach(), M.bias)
+        else:
+            Md = M.detach()
+        shared = None if track else _shared_sign(Md, Ca, Cb)
         for it in range(1, opts["max_iter"] + 1):
             outer = (a, b) if P is None else None
             if track:  # the graph through M, the graphs and the plan
-                G = (1 - alpha) * M + 2.0 * alpha * _gw_tensor(Ca, Cb, P, outer, const)
+                G = (1 - alpha) * Md + 2.0 * alpha * _gw_tensor(Ca, Cb, P, outer, const)
             else:  # one n x m buffer per linearisation
                 if drop_bias:
                     marg = _marginals(P, outer)
                 G = _fgw_linearised(
                     Md, Ca, Cb, P, alpha, outer,
                     None if reduced else _gw_const(Ca, Cb, *_marginals(P, outer)),
-                    bias=not drop_bias)
+                    bias=not drop_bias, shared=shared)
             inner_opts["potentials_init"] = pots
             sub = Problem(G, a, b, True, False)
             res = _entropic(sub, inner_opts, *kinds)
@@ -358,17 +412,17 @@ def _fgw_exact(prob, opts):
         raise ValueError("method='fgw_exact' does not support unbalanced=; use 'fgw'")
     max_iter = opts["max_iter"] if opts["max_iter"] is not None else 10_000
     plans, ok = [], True
-    Ca, Cb = _dense(prob.Ca), _dense(prob.Cb)
-    for k in range(prob.M.shape[0]):
+    Ca, Cb, M = _dense(prob.Ca), _dense(prob.Cb), _dense(prob.M)
+    for k in range(M.shape[0]):
         a, b = _np(prob.a[k]), _np(prob.b[k])
         b = b * (a.sum() / b.sum())
         plan, log = ot.gromov.fused_gromov_wasserstein(
-            _np(prob.M[k]), _np(Ca[k]), _np(Cb[k]), a, b,
+            _np(M[k]), _np(Ca[k]), _np(Cb[k]), a, b,
             loss_fun="square_loss", alpha=opts["alpha"], log=True,
             max_iter=int(max_iter), tol_rel=opts["tol"], tol_abs=opts["tol"],
         )
-        plans.append(torch.as_tensor(np.asarray(plan), dtype=prob.M.dtype,
-                                     device=prob.M.device))
+        plans.append(torch.as_tensor(np.asarray(plan), dtype=M.dtype,
+                                     device=M.device))
     P = torch.stack(plans)
     value, value_linear = _value(prob.M, prob.Ca, prob.Cb, P, opts["alpha"],
                                  "envelope" if opts["grad"] != "detach" else "detach")

@@ -21,6 +21,7 @@ from ._validation import (
     check_positive,
     check_problem,
     check_reg,
+    check_weights,
 )
 
 __all__ = ["solve", "solve_gromov"]
@@ -240,14 +241,20 @@ def _check_graph(C, name, size, like, batched):
     return C
 
 
-def _check_low_rank(C, name, size, like, batched):
+def _check_low_rank(C, name, size, like, batched, cols=None):
+    """Validate a LowRankGraph: factors U (size, k), V (cols or size, k) (or
+    batched), finite, a real bias; returns one with tensor factors."""
     U = _to_tensor(C.U, f"{name}.U", like=like)
     V = _to_tensor(C.V, f"{name}.V", like=like)
-    if U.shape != V.shape or U.ndim not in (2, 3) or U.shape[-2] != size:
+    cols = size if cols is None else cols
+    if (U.ndim not in (2, 3) or U.ndim != V.ndim or U.shape[-1] != V.shape[-1]
+            or U.shape[:-2] != V.shape[:-2] or U.shape[-2] != size
+            or V.shape[-2] != cols):
         raise ValueError(
             f"{name} is a LowRankGraph with factors of shapes {tuple(U.shape)} and "
-            f"{tuple(V.shape)}; expected two ({size}, k) (or (B, {size}, k)) factors "
-            f"to match M of shape {tuple(like.shape[-2:])}"
+            f"{tuple(V.shape)}; expected ({size}, k) and ({cols}, k) (or batched "
+            f"(B, {size}, k), (B, {cols}, k)) factors to match M of shape "
+            f"{tuple(like.shape[-2:])}"
         )
     if batched and U.ndim == 2:
         U = U.expand((like.shape[0],) + U.shape)
@@ -262,6 +269,29 @@ def _check_low_rank(C, name, size, like, batched):
     if not (math.isfinite(bias) and all_finite(U) and all_finite(V)):
         raise ValueError(f"{name} contains NaN or inf; structure matrices must be finite")
     return LowRankGraph(U, V, bias)
+
+
+def _factored_problem(M, a, b, like):
+    """A Problem whose cost is the LowRankGraph M (factors (n, k), (m, k), or
+    batched; never formed), with batched factors and weights."""
+    U = _to_tensor(M.U, "M.U", like=like)
+    V = _to_tensor(M.V, "M.V", like=like)
+    if U.ndim not in (2, 3) or V.ndim != U.ndim:
+        raise ValueError(f"M is a LowRankGraph with factors of shapes {tuple(U.shape)} "
+                         f"and {tuple(V.shape)}; expected (n, k) and (m, k) (or batched)")
+    batched = U.ndim == 3
+    # a stand-in with M's shape, dtype and device (zero strides: no memory)
+    shape = tuple(U.shape[:-1]) + (V.shape[-2],)
+    stand = torch.zeros((), dtype=U.dtype, device=U.device).expand(shape)
+    if not batched:
+        stand = stand.unsqueeze(0)
+    Mf = _check_low_rank(M, "M", shape[-2], stand, True, cols=shape[-1])
+    a = check_weights(a, "a", shape[-2], stand, batched)
+    b = check_weights(b, "b", shape[-1], stand, batched)
+    if not batched:
+        a, b = a.unsqueeze(0), b.unsqueeze(0)
+    prob = Problem(Mf, a, b, batched, not isinstance(M.U, torch.Tensor))
+    return prob, stand
 
 
 def _graph_tensor(C, name):
@@ -312,8 +342,12 @@ def solve_gromov(
         linearisation costs products of inner dimension k instead of n).
     Cb : array-like of shape (m, m) or (B, m, m), or LowRankGraph
         Structure matrix of the target points.
-    M : array-like of shape (n, m), optional
-        Feature cost (fused GW); None means pure GW (``alpha`` is then 1).
+    M : array-like of shape (n, m) or (B, n, m), or LowRankGraph, optional
+        Feature cost (fused GW); None means pure GW (``alpha`` is then 1). A
+        :class:`~skot.ot.LowRankGraph` with factors (n, k), (m, k) is never
+        formed either (e.g. ``1 - x y^T``); when its factors are those of the
+        graphs (``M.U`` equal to ``Ca.U``, ``M.V`` to plus or minus ``Cb.U``)
+        each linearised cost costs one product of inner dimension k.
     a, b : array-like of shape (n,), (m,), optional
         Marginals, uniform when None.
     alpha : float in [0, 1], default=0.5
@@ -363,14 +397,19 @@ def solve_gromov(
         shape = a_shape[:-2] + (n, m)
         M = torch.zeros(shape, dtype=Ca_t.dtype, device=Ca_t.device)
         alpha = 1.0
-    Mt, _ = check_cost(M if isinstance(M, torch.Tensor) else _to_tensor(M, "M", like=Ca_t))
-    prob = check_problem(Mt, a, b)
+    if isinstance(M, LowRankGraph):
+        prob, like = _factored_problem(M, a, b, Ca_t)
+    else:
+        Mt, _ = check_cost(M if isinstance(M, torch.Tensor)
+                           else _to_tensor(M, "M", like=Ca_t))
+        prob = check_problem(Mt, a, b)
+        like = prob.M
     prob.numpy_io = numpy_io
-    n_m, m_m = prob.M.shape[-2:]
+    n_m, m_m = like.shape[-2:]
     prob.Ca = _check_graph(Ca if isinstance(Ca, LowRankGraph) else Ca_t, "Ca", n_m,
-                           prob.M, True)
+                           like, True)
     prob.Cb = _check_graph(Cb if isinstance(Cb, LowRankGraph) else Cb_t, "Cb", m_m,
-                           prob.M, True)
+                           like, True)
     if max_iter is None:
         max_iter = 100
     if tol is None:

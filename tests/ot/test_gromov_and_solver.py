@@ -205,6 +205,68 @@ def test_low_rank_graphs_give_the_dense_solution(rng, unbalanced, grad):
     np.testing.assert_allclose(batch.plan[1], single.plan, atol=1e-7)
 
 
+@pytest.mark.parametrize("unbalanced", [None, 0.5])
+@pytest.mark.parametrize("grad", ["detach", "envelope", "autodiff"])
+def test_factored_feature_cost_gives_the_dense_solution(rng, unbalanced, grad):
+    # M = bias + U V^T as a LowRankGraph: with the graphs' own factors (the
+    # cosine cost 1 - x y^T, one product per linearisation) and with others
+    X, Y = rng.normal(size=(12, 3)), rng.normal(size=(9, 3))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    Xt, Yt = torch.tensor(X), torch.tensor(Y)
+    Ca, Cb = so.LowRankGraph.cosine(Xt), so.LowRankGraph.cosine(Yt)
+    kw = dict(alpha=0.4, reg=0.2, unbalanced=unbalanced, grad=grad)
+    W = torch.tensor(rng.normal(size=(9, 2)))
+    Z = torch.tensor(rng.normal(size=(12, 2)))
+    for M in (so.LowRankGraph(Xt, -Yt, bias=1.0), so.LowRankGraph(Z, W, bias=0.3)):
+        low = so.solve_gromov(Ca, Cb, M, **kw)
+        dense = so.solve_gromov(Ca, Cb, M.dense(), **kw)
+        torch.testing.assert_close(low.plan, dense.plan, atol=1e-9, rtol=0)
+        torch.testing.assert_close(low.value, dense.value)
+        torch.testing.assert_close(low.value_linear, dense.value_linear)
+        for f, g in zip(low.potentials, dense.potentials):
+            torch.testing.assert_close(f, g)
+    # batched factors; numpy in, numpy out; the exact solver densifies
+    Mb = so.LowRankGraph(np.stack([X, X]), np.stack([-Y, -2 * Y]), bias=1.0)
+    batch = so.solve_gromov(np.stack([Ca.dense().numpy()] * 2),
+                            np.stack([Cb.dense().numpy()] * 2), Mb, **kw)
+    single = so.solve_gromov(Ca.dense().numpy(), Cb.dense().numpy(), 1 - 2 * X @ Y.T, **kw)
+    # (the batch stops on its largest change: tol=1e-7)
+    np.testing.assert_allclose(batch.plan[1], single.plan, atol=1e-7)
+    if unbalanced is None:
+        exact = so.solve_gromov(Ca, Cb, so.LowRankGraph(Xt, -Yt, bias=1.0), alpha=0.4)
+        ref = so.solve_gromov(Ca.dense(), Cb.dense(), 1 - Xt @ Yt.T, alpha=0.4)
+        torch.testing.assert_close(exact.plan, ref.plan)
+
+
+def test_factored_feature_cost_gradient_and_bad_input(rng):
+    # autodiff through the factors == autodiff through the dense cost
+    X, Y = rng.normal(size=(8, 3)), rng.normal(size=(7, 3))
+    Ca, Cb = ot.dist(X, X) / 10, ot.dist(Y, Y) / 10
+    U0, V0 = torch.tensor(X), torch.tensor(Y)
+    grads = []
+    for factored in (True, False):
+        U, V = U0.clone().requires_grad_(True), V0.clone().requires_grad_(True)
+        M = so.LowRankGraph(U, V, bias=1.0) if factored else 1.0 + U @ V.T
+        so.solve_gromov(torch.tensor(Ca), torch.tensor(Cb), M, alpha=0.3, reg=0.3,
+                        max_iter=50).value.backward()
+        grads.append((U.grad, V.grad))
+    for g_low, g_dense in zip(*grads):
+        torch.testing.assert_close(g_low, g_dense)
+    with pytest.raises(ValueError, match="M is a LowRankGraph"):
+        so.solve_gromov(Ca, Cb, so.LowRankGraph(X[None], Y), reg=0.1)
+    with pytest.raises(ValueError, match="Ca has shape"):
+        so.solve_gromov(Ca, Cb, so.LowRankGraph(X[:5], Y), reg=0.1)
+    with pytest.raises(ValueError, match="M is a LowRankGraph"):
+        so.solve_gromov(Ca, Cb, so.LowRankGraph(X, Y[:, :2]), reg=0.1)
+    bad = Y.copy()
+    bad[1, 1] = np.inf
+    with pytest.raises(ValueError, match="M contains NaN or inf"):
+        so.solve_gromov(Ca, Cb, so.LowRankGraph(X, bad), reg=0.1)
+    with pytest.raises(TypeError, match="M.bias"):
+        so.solve_gromov(Ca, Cb, so.LowRankGraph(X, Y, bias=None), reg=0.1)
+
+
 def test_low_rank_graphs_with_exact_solver_and_objective(rng):
     X = rng.normal(size=(10, 3))
     Ua, Va = _sq_euclidean_factors(X)
