@@ -36,12 +36,16 @@ class LowRankGraph:
     Worth it when the rank k is well below n: the cosine graph
     :math:`1 - z z^\top` of a batch of n embeddings of dimension d < n
     (:meth:`cosine`), a squared Euclidean distance matrix (rank d + 2). The
-    analogue of OTT-JAX's ``LRCGeometry``.
+    analogue of OTT-JAX's ``LRCGeometry``. The feature cost ``M`` of
+    :func:`~skot.ot.solve_gromov` may be factored too (U of shape (n, k), V of
+    shape (m, k)); sharing the graphs' factors (the cosine cost
+    :math:`1 - x y^\top` with the graphs of x and y), each linearised cost is
+    then one product.
 
     Parameters
     ----------
     U, V : tensor or array of shape (n, k) or (B, n, k)
-        Factors of the same shape.
+        Factors of the same shape (for a feature cost M: (n, k) and (m, k)).
     bias : float, default=0.0
         Constant added to every entry.
     """
@@ -154,7 +158,8 @@ def _gw_tensor(Ca, Cb, P, outer=None, const=None):
     return cross.mul_(-2.0).add_(A).add_(B)  # cross is a new tensor: in place
 
 
-def _fgw_linearised(M, Ca, Cb, P, alpha, outer=None, const=None, bias=True, shared=None):
+def _fgw_linearised(M, Ca, Cb, P, alpha, outer=None, const=None, bias=True,
+                    shared=None):
     """The linearised FGW cost (1 - alpha) M + 2 alpha L(Ca, Cb) (x) P without
     an autograd graph, the cross term added to M by one fused product.
 
@@ -321,7 +326,8 @@ def _fgw_entropic(prob, opts):
     pots = None
     inner_opts = dict(opts)
     inner_opts["max_iter"] = opts.get("inner_max_iter") or 1000
-    inner_opts["tol"] = opts.get("inner_tol") or (1e-9 if a.dtype == torch.float64 else 1e-6)
+    inner_opts["tol"] = opts.get("inner_tol") or (
+        1e-9 if a.dtype == torch.float64 else 1e-6)
     converged, err, it = False, math.inf, 0
     ctx = torch.enable_grad() if track else torch.no_grad()
     # balanced and no graph through the iterations: terms u 1^T + 1 v^T of the

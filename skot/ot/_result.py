@@ -32,6 +32,8 @@ class OTResult:
         The linear part ``<M, P>``.
     potentials : tuple (f, g)
         Dual potentials, in cost units, shapes (n,) and (m,) (or batched).
+        Computed on first access where the solver left terms out of its
+        iterations (balanced entropic FGW: the marginal term).
     n_iter : int
         Iterations run.
     converged : bool

@@ -267,7 +267,8 @@ def _check_low_rank(C, name, size, like, batched, cols=None):
     except (TypeError, ValueError):
         raise TypeError(f"{name}.bias must be a real number, got {C.bias!r}") from None
     if not (math.isfinite(bias) and all_finite(U) and all_finite(V)):
-        raise ValueError(f"{name} contains NaN or inf; structure matrices must be finite")
+        raise ValueError(f"{name} contains NaN or inf; structure matrices must be "
+                         "finite")
     return LowRankGraph(U, V, bias)
 
 
@@ -277,8 +278,9 @@ def _factored_problem(M, a, b, like):
     U = _to_tensor(M.U, "M.U", like=like)
     V = _to_tensor(M.V, "M.V", like=like)
     if U.ndim not in (2, 3) or V.ndim != U.ndim:
-        raise ValueError(f"M is a LowRankGraph with factors of shapes {tuple(U.shape)} "
-                         f"and {tuple(V.shape)}; expected (n, k) and (m, k) (or batched)")
+        raise ValueError(f"M is a LowRankGraph with factors of shapes "
+                         f"{tuple(U.shape)} and {tuple(V.shape)}; expected (n, k) "
+                         "and (m, k) (or batched)")
     batched = U.ndim == 3
     # a stand-in with M's shape, dtype and device (zero strides: no memory)
     shape = tuple(U.shape[:-1]) + (V.shape[-2],)

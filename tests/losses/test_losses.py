@@ -205,7 +205,8 @@ def test_fgw_loss_gradient_is_the_envelope_gradient_through_both_graphs(soft):
                        max_iter=50, inner_tol=1e-5, tol=1e-5 / n**0.5)
     P = res.plan.detach()
     T = torch.eye(n, dtype=x.dtype) / n if T is None else T
-    torch.testing.assert_close(loss.detach(), (T * torch.log(T.clamp_min(1e-300) / P)).sum())
+    torch.testing.assert_close(loss.detach(),
+                               (T * torch.log(T.clamp_min(1e-300) / P)).sum())
     W = (T - P) / reg
     xb, yb = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     G = (1 - alpha) * (1 - xb @ yb.T) + 2 * alpha * _gw_tensor(
