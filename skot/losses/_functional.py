@@ -363,22 +363,33 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
         # duplicate of its own) has no hardest negative and is never flagged
         has_neg = None if diag else (~pos).any(1)
         k = min(k, n if diag else int(has_neg.sum()))
-        if k:
-            if diag:  # log-probability of the positive (same ranking)
-                p_pos = torch.log_softmax(Sd / reg, 1).diagonal().clone()
-            else:
-                p_pos = (torch.softmax(Sd / reg, 1) * pos).sum(1)
-                p_pos[~has_neg] = math.inf
-            noisy[torch.argsort(p_pos)[:k]] = True
         # the loss and its gradient with respect to S, direction by direction:
         # only one n x n gradient is carried (no autograd graph through the
         # augmented logits, their softmax and the soft targets)
         value = 0.0
-        grad_S = torch.zeros_like(Sd)
+        grad_S = None
         for side in (0, 1):
             # caption rows: one contiguous copy (strided row passes over S.T
             # were 4-6x slower: top-2, concatenation, softmax)
             s = Sd if side == 0 else Sd.T.contiguous()
+            pos_s = None if diag else (pos if side == 0 else pos.T)
+            hard, hard_at = _hardest_negative(s, pos_s, has_neg)
+            aug = torch.cat([s, hard], dim=1)  # (n, n + 1)
+            del s
+            # log-softmax of the augmented logits first: the image side's
+            # flags come from it, and the soft target may then overwrite aug
+            logp = torch.log_softmax(aug.div_(reg), 1)
+            if side == 0 and k:
+                # the positives' probability under the row softmax of S / reg
+                # (the augmented row has one more entry, the hardest negative:
+                # its share exp(logp[:, n]) <= 1/2 is taken out)
+                rest = torch.log1p(-logp[:, n].exp())
+                if diag:
+                    p_pos = logp[:, :n].diagonal() - rest
+                else:
+                    p_pos = (logp[:, :n].exp() * pos).sum(1) / rest.exp()
+                    p_pos[~has_neg] = math.inf
+                noisy[torch.argsort(p_pos)[:k]] = True
             # the rows' forbidden positives and clean positives: image rows
             # forbid their caption when noisy; caption rows forbid their noisy
             # images (with the diagonal target both are diag(noisy))
@@ -386,26 +397,26 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
                 forbid = good = None
                 dust = noisy  # rows whose hard label is the dustbin
             else:
-                pos_s = pos if side == 0 else pos.T
                 flag = noisy[:, None] if side == 0 else noisy[None, :]
                 forbid, good = pos_s & flag, pos_s & ~flag
                 dust = ~good.any(1)
-            hard, hard_at = _hardest_negative(s, None if diag else pos_s, has_neg)
-            aug = torch.cat([s, hard], dim=1)  # (n, n + 1)
-            del s
-            Y = _ncu_soft_target(aug, forbid, good, dust, noisy, diag, k,
+            Y = _ncu_soft_target(aug, reg, forbid, good, dust, noisy, diag, k,
                                  gamma=gamma, ot_reg=ot_reg)
+            del aug
             # sum Y log Y (plan entries are 0 or normal numbers: no subnormals)
             neg_ent = torch.dot(Y.reshape(-1), Y.clamp_min(_tiny(Y)).log_().reshape(-1))
             # KL(Y || softmax(aug / reg)); rows of Y sum to 1, so its gradient
             # in aug is (softmax - Y) / reg
-            logp = torch.log_softmax(aug.div_(reg), 1)
-            del aug
             value = value + 0.5 * (neg_ent - torch.dot(Y.reshape(-1), logp.reshape(-1))) / n
             G = logp.exp_().sub_(Y).mul_(0.5 / (n * reg))
             del Y, logp
-            Gs = grad_S if side == 0 else grad_S.T
-            Gs.add_(G[:, :n])
+            if side == 0:
+                # the image side's gradient in place: a view of G (rows of
+                # stride n + 1, a valid BLAS layout for the backward products)
+                grad_S = Gs = G[:, :n]
+            else:
+                Gs = grad_S.T
+                Gs.add_(G[:, :n])
             # the dustbin logit is the hardest negative's entry of s
             Gs.index_put_((torch.arange(n, device=x.device), hard_at), G[:, n],
                           accumulate=True)
@@ -413,11 +424,11 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
     return with_gradient(value, (S, grad_S))
 
 
-def _ncu_soft_target(aug, forbid, good, dust, noisy, diag, k, *, gamma, ot_reg):
+def _ncu_soft_target(aug, reg, forbid, good, dust, noisy, diag, k, *, gamma, ot_reg):
     """NCU's soft target Y (n, n + 1) = gamma rownorm(pi) + (1 - gamma) L, with pi
-    the masked entropic plan over the augmented cost 1 - aug (scaled to max 1),
-    aug = [s, hardest negative]; rows sum to 1. The cost is built in aug's buffer
-    and turned back into aug afterwards (to rounding)."""
+    the masked entropic plan over the augmented cost 1 - reg * aug (scaled to
+    max 1), aug = [s, hardest negative] / reg; rows sum to 1. The cost is built
+    in aug's buffer (aug is overwritten)."""
     n = aug.shape[0]
     dev, dt = aug.device, aug.dtype
     mask = torch.ones(n, n + 1, dtype=torch.bool, device=dev)
@@ -426,9 +437,9 @@ def _ncu_soft_target(aug, forbid, good, dust, noisy, diag, k, *, gamma, ot_reg):
     else:
         mask[:, :n] &= ~forbid
     mask[:, n] = dust
-    cost = aug.neg_().add_(1.0)
-    scale = cost.max()
-    cost.div_(scale)
+    # cost = (1 - reg aug) / scale with scale = max(1 - reg aug): two passes
+    scale = 1.0 - reg * aug.amin()
+    cost = aug.mul_(-reg / scale).add_(1.0 / scale)
     # columns nobody may use (the dustbin when no row needs it, an image whose
     # every caption row is forbidden) get no mass
     if diag:  # every image column serves its other rows
@@ -450,7 +461,6 @@ def _ncu_soft_target(aug, forbid, good, dust, noisy, diag, k, *, gamma, ot_reg):
                      mask=mask, grad="detach", max_iter=100,
                      tol=_loss_tol(dt)).plan
     del mask, cost
-    aug.mul_(scale).neg_().add_(1.0)  # back to [s, hard]
     if full:
         Y = plan
     else:

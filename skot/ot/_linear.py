@@ -75,9 +75,12 @@ def _dbot_box(box, b):
 def _check_mask_feasible(mask, row_kind, col_kind):
     if mask is None:
         return
-    if row_kind in ("eq", "kl") and (~mask.any(-1)).any():
+    # reductions of the bytes: bool any() along an axis was 10-70x slower
+    # (11 ms vs 0.16 ms for a 4096 x 4097 mask)
+    u8 = mask.view(torch.uint8)
+    if row_kind in ("eq", "kl") and not bool(u8.amax(-1).all()):
         raise ValueError("mask forbids every entry of some row; that row cannot be served")
-    if col_kind in ("eq", "kl") and (~mask.any(-2)).any():
+    if col_kind in ("eq", "kl") and not bool(u8.amax(-2).all()):
         raise ValueError(
             "mask forbids every entry of some column; that column cannot be served"
         )
@@ -137,20 +140,31 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
         # no graph through the iterations: the solver's own plan (no n x m
         # pass; exactly 0 on masked pairs, whose kernel entries are 0)
         plan = plan_loop.to(C.dtype)
-    r, c = plan.sum(-1), plan.sum(-2)
-    # <M, P>: the plan is 0 on forbidden pairs
-    if plan.requires_grad:
-        value_linear = (plan * M).sum((-2, -1))
-    else:
-        value_linear = _bdot(plan, M.detach())
-    # primal value <C, P> + reg * sum P log(P / ref); since log(P / ref) equals
-    # (f + g - C) / reg exactly, it is <f, P 1> + <g, P^T 1>: no n x m pass needed.
-    value = (f * r).sum(-1) + (g * c).sum(-1)
-    if rho is not None:
-        if not math.isinf(rho[0]):
-            value = value + rho[0] * (r * (_tiny_log(r) - _tiny_log(a))).sum(-1)
-        if not math.isinf(rho[1]):
-            value = value + rho[1] * (c * (_tiny_log(c) - _tiny_log(b))).sum(-1)
+
+    def values():
+        r, c = plan.sum(-1), plan.sum(-2)
+        # <M, P>: the plan is 0 on forbidden pairs
+        if plan.requires_grad:
+            value_linear = (plan * M).sum((-2, -1))
+        else:
+            value_linear = _bdot(plan, M.detach())
+        # primal value <C, P> + reg * sum P log(P / ref); since log(P / ref)
+        # equals (f + g - C) / reg exactly, it is <f, P 1> + <g, P^T 1>: no
+        # n x m pass needed.
+        value = (f * r).sum(-1) + (g * c).sum(-1)
+        if rho is not None:
+            if not math.isinf(rho[0]):
+                value = value + rho[0] * (r * (_tiny_log(r) - _tiny_log(a))).sum(-1)
+            if not math.isinf(rho[1]):
+                value = value + rho[1] * (c * (_tiny_log(c) - _tiny_log(b))).sum(-1)
+        return value, value_linear
+
+    if grad == "detach":
+        # computed on first access (three passes over the plan that a caller
+        # needing only the plan, e.g. a loss's soft target, never pays)
+        return dict(plan=plan, value=None, value_linear=None, lazy_values=values,
+                    potentials=(f, g), n_iter=n_iter, err=err, converged=converged)
+    value, value_linear = values()
     if grad == "envelope" and torch.is_grad_enabled() and M.requires_grad:
         # d<M, P>/dM = P at the fixed plan; the plan itself is differentiable
         # with the potentials held fixed: dP/dM = -P / reg (entrywise)

@@ -299,8 +299,8 @@ def test_ncu_gradient_equals_autograd_through_the_augmented_logits(duplicates):
         dust = ~good.any(1)
         hard = s.masked_fill(pos_s, -math.inf).max(1, keepdim=True).values
         with torch.no_grad():
-            aug = torch.cat([s, hard], 1).detach()
-            Y = _ncu_soft_target(aug, forbid, good, dust, noisy, False, 6,
+            aug = torch.cat([s, hard], 1).detach() / reg
+            Y = _ncu_soft_target(aug, reg, forbid, good, dust, noisy, False, 6,
                                  gamma=0.3, ot_reg=0.05)
         logp = torch.log_softmax(torch.cat([s, hard], 1) / reg, 1)
         ref = ref + 0.5 * (torch.xlogy(Y, Y).sum(1) - (Y * logp).sum(1)).mean()

@@ -454,3 +454,34 @@ def test_gibbs_flag_matches_the_plan(rng, method):
     gibbs = np.exp((f[:, None] + g[None, :] - M) / 0.3) * a[:, None] * b[None, :]
     np.testing.assert_allclose(res.plan, gibbs, rtol=1e-6, atol=1e-12)
     assert not is_gibbs("exact") and not is_gibbs("sparse")
+
+
+def test_row_minima_over_allowed_entries():
+    # the Sinkhorn start: row minima over allowed entries without a masked copy
+    from skot.ot._sinkhorn import _row_min
+
+    g = torch.Generator().manual_seed(0)
+    C = torch.rand(2, 30, 20, generator=g)
+    forbid = torch.rand(2, 30, 20, generator=g) < 0.3
+    forbid[0, 3] = True  # a row with nothing allowed
+    forbid[1, 5] = False
+    forbid[1, 5, C[1, 5].argmin()] = True  # a row whose minimum is forbidden
+    ref = C.masked_fill(forbid, float("inf")).amin(-1)
+    torch.testing.assert_close(_row_min(C, forbid), ref)
+    assert torch.isinf(_row_min(C, forbid)[0, 3])
+    torch.testing.assert_close(_row_min(C), C.amin(-1))
+
+
+@pytest.mark.parametrize("method", ["sinkhorn", "unbalanced", "partial"])
+def test_detached_value_is_computed_on_access_and_matches_eager(rng, method):
+    M, a, b = _problem(rng)
+    kw = {"unbalanced": {"unbalanced": 0.7}, "partial": {"mass": 0.6}}.get(method, {})
+    Mt, at, bt = (torch.tensor(v) for v in (M, a, b))
+    lazy = so.solve(Mt, at, bt, reg=0.3, method=method, grad="detach", **kw)
+    eager = so.solve(Mt, at, bt, reg=0.3, method=method, grad="envelope", **kw)
+    assert lazy._lazy_values is not None
+    torch.testing.assert_close(lazy.value, eager.value)
+    torch.testing.assert_close(lazy.value_linear, eager.value_linear)
+    assert lazy._lazy_values is None
+    res = so.solve(M, a, b, reg=0.3, method=method, grad="detach", **kw)
+    assert res.value == pytest.approx(float(eager.value))
