@@ -376,9 +376,12 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
             hard, hard_at = _hardest_negative(s, pos_s, has_neg)
             aug = torch.cat([s, hard], dim=1)  # (n, n + 1)
             del s
-            # log-softmax of the augmented logits first: the image side's
-            # flags come from it, and the soft target may then overwrite aug
-            logp = torch.log_softmax(aug.div_(reg), 1)
+            aug.div_(reg)
+            # image side: the log-softmax of the augmented logits first (the
+            # flags come from it); caption side: after the soft target, from
+            # the cost left in aug's buffer (one n x (n + 1) buffer less while
+            # the soft target is solved)
+            logp = torch.log_softmax(aug, 1) if side == 0 else None
             if side == 0 and k:
                 # the positives' probability under the row softmax of S / reg
                 # (the augmented row has one more entry, the hardest negative:
@@ -400,8 +403,12 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
                 flag = noisy[:, None] if side == 0 else noisy[None, :]
                 forbid, good = pos_s & flag, pos_s & ~flag
                 dust = ~good.any(1)
-            Y = _ncu_soft_target(aug, reg, forbid, good, dust, noisy, diag, k,
-                                 gamma=gamma, ot_reg=ot_reg)
+            Y, scale = _ncu_soft_target(aug, reg, forbid, good, dust, noisy, diag, k,
+                                        gamma=gamma, ot_reg=ot_reg)
+            if logp is None:
+                # aug holds (1 - reg aug) / scale: times -scale / reg it is
+                # aug - 1 / reg, the same log-softmax
+                logp = torch.log_softmax(aug.mul_(-scale / reg), 1)
             del aug
             # sum Y log Y (plan entries are 0 or normal numbers: no subnormals)
             neg_ent = torch.dot(Y.reshape(-1), Y.clamp_min(_tiny(Y)).log_().reshape(-1))
@@ -427,8 +434,8 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
 def _ncu_soft_target(aug, reg, forbid, good, dust, noisy, diag, k, *, gamma, ot_reg):
     """NCU's soft target Y (n, n + 1) = gamma rownorm(pi) + (1 - gamma) L, with pi
     the masked entropic plan over the augmented cost 1 - reg * aug (scaled to
-    max 1), aug = [s, hardest negative] / reg; rows sum to 1. The cost is built
-    in aug's buffer (aug is overwritten)."""
+    max 1), aug = [s, hardest negative] / reg; rows sum to 1. Returns (Y, scale);
+    aug's buffer is left holding the cost (1 - reg aug) / scale."""
     n = aug.shape[0]
     dev, dt = aug.device, aug.dtype
     mask = torch.ones(n, n + 1, dtype=torch.bool, device=dev)
@@ -475,7 +482,7 @@ def _ncu_soft_target(aug, reg, forbid, good, dust, noisy, diag, k, *, gamma, ot_
         lab /= lab.sum(1, keepdim=True).clamp_min(1.0)
         Y[:, :n].add_(lab, alpha=1 - gamma)
     Y[dust, n] += 1 - gamma
-    return Y
+    return Y, scale
 
 
 def _hardest_negative(s, pos, has_neg):
