@@ -185,6 +185,7 @@ def main():
                 print(f"{b:6d} {reg:5g} {loss:11s} {r['ms']:9.1f} ms  x{r['xt']:5.2f}  "
                       f"{r['mib']:9.1f} MiB  x{r['xm']:5.2f}  {r.get('error', '')}",
                       flush=True)
+    rows.sort(key=lambda r: r["batch"])  # stable: the losses keep their order
     dev = (torch.cuda.get_device_name() if a.device.startswith("cuda")
            else f"CPU ({platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} cores, {torch.get_num_threads()} threads)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["WithGradient", "with_gradient", "FixedPotentialPlan"]
+__all__ = ["WithGradient", "with_gradient", "with_product_gradient", "FixedPotentialPlan"]
 
 
 class WithGradient(torch.autograd.Function):
@@ -34,6 +34,37 @@ def with_gradient(value, *pairs):
     if not pairs or not torch.is_grad_enabled():
         return value
     return WithGradient.apply(value, *(t for p in pairs for t in p))
+
+
+class ProductGradient(torch.autograd.Function):
+    """A value whose gradient in S = x @ y.T is scale * G, with S never in the
+    graph: d/dx = scale G y and d/dy = scale G^T x (two products; the scalars
+    are applied to the n x d results, not to G)."""
+
+    @staticmethod
+    def forward(ctx, value, x, y, G, scale):
+        ctx.save_for_backward(x, y, G)
+        ctx.scale = scale
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, G = ctx.saved_tensors
+        s = grad * ctx.scale
+        gx = (G @ y).mul_(s) if ctx.needs_input_grad[1] else None
+        gy = (G.mT @ x).mul_(s) if ctx.needs_input_grad[2] else None
+        return None, gx, gy, None, None
+
+
+def with_product_gradient(value, x, y, G, scale=1.0):
+    """``value`` (detached) carrying d value / dS = scale * G for S = x @ y.T.
+
+    The losses' alternative to ``with_gradient(value, (S, W))`` with S in the
+    graph: no n x m pass in the backward (that form scales W by the incoming
+    gradient and, for S = 1 - C, negates it: two passes over n x m)."""
+    if not torch.is_grad_enabled() or not (x.requires_grad or y.requires_grad):
+        return value
+    return ProductGradient.apply(value, x, y, G, scale)
 
 
 class FixedPotentialPlan(torch.autograd.Function):

@@ -162,6 +162,46 @@ def test_relaxed_losses_have_envelope_gradient_with_negatives():
     assert not torch.allclose(grads["total"], grads["dbot"], atol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["sinkhorn", "total", "unbalanced", "dbot"])
+@pytest.mark.parametrize("dense_target", [False, True])
+def test_envelope_losses_equal_their_plans_written_out(method, dense_target):
+    # value -sum T log P + sum T log T (averaged over C and C^T for DBOT) and
+    # gradient (T - P) / eps in C, from the solver's plans; the backward
+    # scales by the incoming gradient (here 3)
+    from skot.ot import solve
+
+    x, y = _pair(n=10, d=5)
+    T = L.target_plan(n=10, dtype=x.dtype)
+    if dense_target:  # rows 0 and 1 share their caption
+        y = y.clone()
+        y[1] = y[0]
+        T = L.target_plan(y_raw=y)
+    reg = 0.1
+    xs, ys = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    loss = L.iot_loss(xs, ys, reg=reg, method=method, target=T if dense_target else None)
+    (3 * loss).backward()
+    C = 1 - x @ y.T
+    kw = {"unbalanced": 1.0} if method == "unbalanced" else {}
+    dirs = [(C, T)] + ([(C.T, T.T)] if method == "dbot" else [])
+    value, W = 0.0, torch.zeros_like(C)
+    for k, (M, Tm) in enumerate(dirs):
+        # the loss's own solves: tolerance 1e-5 in float64
+        res = solve(M, reg=reg, method=method, tol=1e-5,
+                    max_iter=2000 if method == "sinkhorn" else None, **kw)
+        P = res.plan
+        if method == "sinkhorn":  # balanced: the envelope identity
+            nll = ((M * Tm).sum() - res.value) / reg + 2 * math.log(len(M))
+        else:
+            nll = -(Tm * P.log()).sum()
+        value = value + (nll + (Tm * Tm.clamp_min(1e-300).log()).sum()) / len(dirs)
+        Wk = (Tm - P) / (reg * len(dirs))
+        W = W + (Wk if k == 0 else Wk.T)
+    torch.testing.assert_close(loss.detach(), value, rtol=1e-7, atol=1e-9)
+    # C = 1 - x y^T: dL/dx = -W y, dL/dy = -W^T x
+    torch.testing.assert_close(xs.grad, -3 * W @ y, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(ys.grad, -3 * W.T @ x, rtol=1e-7, atol=1e-9)
+
+
 @pytest.mark.parametrize("unbalanced", [None, 1.0])
 def test_fgw_loss_low_rank_graphs_match_dense(unbalanced):
     # d < n: factored graphs in the solver and the factored pairing in the
@@ -308,3 +348,22 @@ def test_ncu_gradient_equals_autograd_through_the_augmented_logits(duplicates):
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(xa.grad, xb.grad)
     torch.testing.assert_close(ya.grad, yb.grad)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(L.LOSSES))
+def test_cuda_value_and_gradient_match_cpu(name, device="cuda"):
+    # a batch large enough for the factored fgw graphs (d < n)
+    x, y = _pair(n=256, d=32, seed=1, dtype=torch.float32)
+    out = {}
+    for dev in ("cpu", device):
+        # copies: x.to("cpu") would be x itself, and a leaf with a gradient
+        xd = x.to(dev, copy=True).requires_grad_(True)
+        yd = y.to(dev, copy=True).requires_grad_(True)
+        loss = L.OTContrastiveLoss(name, reg=0.05, uniformity=0.1)(xd, yd)
+        loss.backward()
+        assert loss.device.type == torch.device(dev).type
+        assert loss.dtype == torch.float32 and xd.grad.dtype == torch.float32
+        out[dev] = (loss.detach().cpu(), xd.grad.cpu(), yd.grad.cpu())
+    for a, b in zip(out["cpu"], out[device]):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)

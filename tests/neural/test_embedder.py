@@ -185,3 +185,21 @@ def test_inner_non_convergence_is_one_summary_warning(pairs):
     assert len(conv) == 1
     assert "inner OT solve(s) during training" in str(conv[0].message)
     assert int(str(conv[0].message).split()[0]) >= 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("loss", ["infonce", "iot", "fgw", "ncu"])
+def test_trains_on_cuda_like_on_cpu(pairs, loss, device="cuda"):
+    import torch
+
+    X, Y = pairs
+    kw = dict(loss=loss, max_epochs=2, batch_size=100, reg=0.05, random_state=0)
+    cpu = OTContrastiveEmbedder(**kw).fit(X, Y)
+    gpu = OTContrastiveEmbedder(device=device, **kw).fit(X, Y)
+    assert all(p.device.type == torch.device(device).type
+               for p in gpu.module_.parameters())
+    zx, zy = gpu.transform(X, Y)
+    assert isinstance(zx, np.ndarray) and zx.dtype == np.float32
+    np.testing.assert_allclose(zx, cpu.transform(X), atol=2e-3)
+    np.testing.assert_allclose([h["train_loss"] for h in gpu.history_],
+                               [h["train_loss"] for h in cpu.history_], rtol=1e-3)

@@ -485,3 +485,20 @@ def test_detached_value_is_computed_on_access_and_matches_eager(rng, method):
     assert lazy._lazy_values is None
     res = so.solve(M, a, b, reg=0.3, method=method, grad="detach", **kw)
     assert res.value == pytest.approx(float(eager.value))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "mixed"])
+def test_flat_dot_in_chunks_equals_the_sum_of_products(monkeypatch, layout):
+    # cuBLAS's dot takes a 32-bit length: longer inputs go in chunks (the
+    # limit lowered here so that a small input takes that path)
+    import skot.ot._linear as lin
+
+    g = torch.Generator().manual_seed(0)
+    A, B = torch.randn(2, 37, 29, generator=g, dtype=torch.float64)
+    if layout != "contiguous":
+        A = A.T.contiguous().T
+        B = B.T.contiguous().T if layout == "transposed" else B
+    ref = (A * B).sum()
+    torch.testing.assert_close(lin.flat_dot(A, B), ref)
+    monkeypatch.setattr(lin, "_DOT_MAX", 100)
+    torch.testing.assert_close(lin.flat_dot(A, B), ref)
