@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LOSSES = ["infonce", "iot", "iot_total", "unbalanced", "dbot", "fgw", "ncu"]
+LOSSES = ["infonce", "iot", "iot_total", "unbalanced", "dbot", "fgw", "ufgw", "ncu"]
 # the anchors, same loss (KL(I/n || P) of the balanced entropic plan):
 # POT's memory fix (ot.solve(..., grad="envelope"), 20 iterations) and a
 # log-domain Sinkhorn unrolled for 20 iterations, written out by hand

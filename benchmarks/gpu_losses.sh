@@ -31,11 +31,11 @@ log=${OUT:-/tmp}/bench_losses_${DEVICE}.log
     "$PY" -c "import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
     # shellcheck disable=SC2086
     "$PY" benchmarks/bench_losses.py --device "$DEVICE" --batch $BATCHES --reg 0.05 \
-        --repeats "$REPEATS" --losses infonce iot iot_total unbalanced dbot fgw ncu \
+        --repeats "$REPEATS" --losses infonce iot iot_total unbalanced dbot fgw ufgw ncu \
         pot_envelope20 unrolled20 --out "bench_losses_${DEVICE}.rst" \
         --title "Contrastive losses: one training step ($DEVICE)"
     "$PY" benchmarks/bench_losses.py --device "$DEVICE" --batch "$BIG" --reg 0.05 \
-        --repeats "$REPEATS" --losses infonce iot unbalanced dbot fgw ncu \
+        --repeats "$REPEATS" --losses infonce iot unbalanced dbot fgw ufgw ncu \
         --out "bench_losses_${DEVICE}_${BIG}.rst" \
         --title "Contrastive losses at batch $BIG ($DEVICE)"
 } 2>&1 | tee "$log"

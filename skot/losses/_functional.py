@@ -326,8 +326,9 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     if not (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)):
         return nll + _target_entropy(T, n)  # no gradient wanted: no pairing
     value = nll + _target_entropy(T, n)
-    if low_rank and unbalanced is None:
-        return with_gradient(value, *_fgw_cosine_grad(x, y, P, T, reg, alpha))
+    if low_rank:
+        return with_gradient(value, *_fgw_cosine_grad(x, y, P, T, reg, alpha,
+                                                      balanced=unbalanced is None))
     with torch.no_grad():
         W = _target_minus(T, P).div_(reg)
     # value: -sum T log P at the solved plan; gradient: <W, dG> through C and
@@ -345,18 +346,28 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     return value + (energy - energy.detach())
 
 
-def _fgw_cosine_grad(x, y, P, T, reg, alpha):
-    r"""The pairs (x, dE/dx), (y, dE/dy) of the balanced FGW envelope energy
-    :math:`E = -\langle x^\top W y, (1-\alpha) I + 4\alpha\, x^\top P y\rangle`,
-    :math:`W = (T - P)/\varepsilon` (the pairing :func:`skot.ot._gromov.fgw_pairing`
-    for cosine graphs, P held fixed), written out so that W is never formed
-    and its products share P's: :math:`W y = (T y - P y)/\varepsilon`. Five
-    products of n x d by d or n (autograd through the pairing: seven).
+def _fgw_cosine_grad(x, y, P, T, reg, alpha, balanced=True):
+    r"""The pairs (x, dE/dx), (y, dE/dy) of the FGW envelope energy (the
+    pairing :func:`skot.ot._gromov.fgw_pairing` for cosine graphs
+    :math:`C_a = 1 - x x^\top`, :math:`C_b = 1 - y y^\top` and cost
+    :math:`1 - x y^\top`, P held fixed, :math:`W = (T - P)/\varepsilon`),
+    written out so that W is never formed and its products share P's:
+    :math:`W y = (T y - P y)/\varepsilon`. Balanced: five products of n x d by
+    d or n (autograd through the pairing: seven); unbalanced: four more of
+    n x d by d (autograd through the factored pairing: ~20, 2.5x the time).
 
     With :math:`A = x^\top W y`, :math:`K = x^\top P y`,
-    :math:`B = (1-\alpha) I + 4\alpha K`:
-    :math:`\partial_x E = -(W y B^\top + 4\alpha P y A^\top)`,
-    :math:`\partial_y E = -(W^\top x B + 4\alpha P^\top x A)`.
+    :math:`B = (1-\alpha) I + 4\alpha K`, up to constants in x and y,
+    :math:`E = -\langle A, B\rangle + 2\alpha(\langle Q_r, Q_w\rangle +
+    \langle R_c, R_w\rangle)` where :math:`Q_r = x^\top \mathrm{diag}(r) x`,
+    :math:`Q_w = x^\top \mathrm{diag}(W1) x` (r = P1) and likewise
+    :math:`R_c, R_w` with y, c = P^T 1 and :math:`W^\top 1`: the marginal
+    terms :math:`(W1)\cdot(C_a \circ C_a) r` of the pairing, whose parts
+    linear in :math:`x^\top r` cancel against the cross term's biases. Balanced,
+    W1 = 0 and they vanish (the terms :math:`u 1^\top + 1 v^\top` of the
+    linearised cost). So
+    :math:`\partial_x E = -(W y B^\top + 4\alpha P y A^\top) + 4\alpha(r \circ x Q_w
+    + W1 \circ x Q_r)` (rows scaled), and likewise in y.
     """
     n = x.shape[0]
     with torch.no_grad():
@@ -372,6 +383,17 @@ def _fgw_cosine_grad(x, y, P, T, reg, alpha):
         B.neg_()
         gx = torch.addmm(Wy @ B.T, Py, A4.T)
         gy = torch.addmm(Wtx @ B, Ptx, A4)
+        if not balanced:
+            r, c = P.sum(1), P.sum(0)
+            wr = ((1.0 / n - r) if T is None else (T.sum(1) - r)) / reg
+            wc = ((1.0 / n - c) if T is None else (T.sum(0) - c)) / reg
+            for z, g, m, w in ((xd, gx, r, wr), (yd, gy, c, wc)):
+                # z^T [diag(m) z, diag(w) z] (d x 2d), then z times each half
+                Q = z.T @ torch.cat([z * m[:, None], z * w[:, None]], 1)
+                k = z.shape[1]
+                zQ = z @ Q
+                g.addcmul_(m[:, None], zQ[:, k:], value=4.0 * alpha)
+                g.addcmul_(w[:, None], zQ[:, :k], value=4.0 * alpha)
     return (x, gx), (y, gy)
 
 

@@ -223,12 +223,15 @@ def test_fgw_loss_low_rank_graphs_match_dense(unbalanced):
     torch.testing.assert_close(ya.grad, yb.grad[:, :5], **tol)
 
 
+@pytest.mark.parametrize("unbalanced", [None, 0.5])
 @pytest.mark.parametrize("soft", [False, True])
-def test_fgw_loss_gradient_is_the_envelope_gradient_through_both_graphs(soft):
+def test_fgw_loss_gradient_is_the_envelope_gradient_through_both_graphs(soft, unbalanced):
     # reference: the solved plan P, W = (T - P) / eps and autograd through the
-    # full linearised cost G = (1 - alpha) C + 2 alpha L(Ca, Cb) (x) P, dense;
-    # the loss writes this gradient out for cosine graphs (d < n), with the
-    # default target I / n or a given one (here with uniform marginals)
+    # full linearised cost G = (1 - alpha) C + 2 alpha L(Ca, Cb) (x) P, dense
+    # (its marginal terms from P's own marginals); the loss writes this
+    # gradient out for cosine graphs (d < n), with the default target I / n or
+    # a given one (here with uniform marginals), balanced or not (then P's
+    # marginals differ from T's and the marginal terms count)
     from skot.ot import solve_gromov
     from skot.ot._gromov import _gw_tensor
 
@@ -239,11 +242,15 @@ def test_fgw_loss_gradient_is_the_envelope_gradient_through_both_graphs(soft):
         T = (torch.eye(n, dtype=x.dtype) + torch.roll(torch.eye(n, dtype=x.dtype), 1, 1)
              ) / (2 * n)
     xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
-    loss = L.fgw_loss(xa, ya, reg=reg, alpha=alpha, max_iter=50, target=T)
+    loss = L.fgw_loss(xa, ya, reg=reg, alpha=alpha, max_iter=50, target=T,
+                      unbalanced=unbalanced)
     loss.backward()
     res = solve_gromov(1 - x @ x.T, 1 - y @ y.T, 1 - x @ y.T, alpha=alpha, reg=reg,
-                       max_iter=50, inner_tol=1e-5, tol=1e-5 / n**0.5)
+                       max_iter=50, inner_tol=1e-5, tol=1e-5 / n**0.5,
+                       unbalanced=unbalanced)
     P = res.plan.detach()
+    if unbalanced is not None:
+        assert (P.sum(1) - 1 / n).abs().max() > 1e-3  # the marginal terms matter
     T = torch.eye(n, dtype=x.dtype) / n if T is None else T
     torch.testing.assert_close(loss.detach(),
                                (T * torch.log(T.clamp_min(1e-300) / P)).sum())
