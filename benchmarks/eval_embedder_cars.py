@@ -140,7 +140,8 @@ def main(folder=None):
     folder = folder or ROOT.parent / "shared" / "data"
     rows = []
     losses = [("iot", {}), ("infonce", {}), ("iot_total", {}), ("unbalanced", {}),
-              ("dbot", {}), ("fgw", {}), ("ncu", {}), ("iot", {"uniformity": 0.2})]
+              ("dbot", {}), ("fgw", {}), ("ufgw", {}), ("ncu", {}),
+              ("iot", {"uniformity": 0.2})]
     if "--quick" in sys.argv:
         losses = losses[:2]
     if "--noisy-only" not in sys.argv:
