@@ -464,9 +464,12 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
                 del Sd
             pos_s = None if diag else (pos if side == 0 else pos.T)
             hard, hard_at = _hardest_negative(s, pos_s, has_neg)
-            aug = torch.cat([s, hard], dim=1)  # (n, n + 1)
+            # aug = [s, hard] / reg, (n, n + 1), in one pass (a concatenation
+            # then an in-place division made two)
+            aug = torch.empty((n, n + 1), dtype=s.dtype, device=s.device)
+            torch.div(s, reg, out=aug[:, :n])
+            torch.div(hard, reg, out=aug[:, n:])
             del s
-            aug.div_(reg)
             # image side: the log-softmax of the augmented logits first (the
             # flags come from it); caption side: after the soft target, from
             # the cost left in aug's buffer (one n x (n + 1) buffer less while
@@ -536,9 +539,11 @@ def _ncu_soft_target(aug, reg, forbid, good, dust, noisy, diag, k, *, gamma, ot_
     else:
         mask[:, :n] &= ~forbid
     mask[:, n] = dust
-    # cost = (1 - reg aug) / scale with scale = max(1 - reg aug): two passes
-    scale = 1.0 - reg * aug.amin()
-    cost = aug.mul_(-reg / scale).add_(1.0 / scale)
+    # cost = (1 - reg aug) / scale with scale = max(1 - reg aug): one pass
+    # (in place: out= is aug itself)
+    scale = 1.0 - reg * float(aug.amin())
+    one = torch.full((), 1.0 / scale, dtype=dt, device=dev)
+    cost = torch.add(one, aug, alpha=-reg / scale, out=aug)
     # columns nobody may use (the dustbin when no row needs it, an image whose
     # every caption row is forbidden) get no mass
     if diag:  # every image column serves its other rows
