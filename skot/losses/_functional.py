@@ -213,8 +213,10 @@ def _iot_envelope(x, y, reg, method, T, tol, max_iter, *, unbalanced, box):
     :func:`~skot.ot._autograd.with_product_gradient`. Against a graph through C,
     that leaves out per direction the scaling of the plan into (T - P) / eps,
     the incoming gradient's scaling, the negation through 1 - S and (DBOT) the
-    sum of the two directions' gradients into a new buffer: five passes over
-    n x n of the ~10 of a solve (H100, batch 16384: each ~0.7 ms)."""
+    sum of the two directions' gradients into a new buffer. Operations on
+    n x n tensors per step (CPU profile at 2048, products included): DBOT
+    47 -> 30, unbalanced 28 -> 20, iot 27 -> 21 (InfoNCE: 20); on an H100 at
+    batch 16384 DBOT went from 1.76x to 1.36x InfoNCE's time."""
     n = x.shape[0]
     C = _cosine_cost(x, y)
     if method == "sinkhorn":
