@@ -1,0 +1,112 @@
+"""Where a training step's time goes: the torch profiler over the step of
+``bench_losses.py`` (two linear heads 768 -> 512, L2-normalised, loss, backward,
+SGD step), per loss.
+
+Prints, per loss, the operations with the most self time (device time on CUDA,
+CPU time on CPU) over ``--steps`` profiled steps after two warm-ups, and the
+number of operations whose input has at least n^2 / 2 entries (the passes over
+n x n buffers; view operations left out).
+
+Usage: ``python benchmarks/profile_losses.py --device cuda --batch 16384
+--losses infonce fgw ncu``
+"""
+
+import argparse
+import math
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+VIEWS = {
+    "aten::slice", "aten::select", "aten::as_strided", "aten::view", "aten::reshape",
+    "aten::_reshape_alias", "aten::narrow", "aten::expand", "aten::expand_as",
+    "aten::matmul", "aten::diagonal", "aten::unsqueeze", "aten::squeeze",
+    "aten::transpose", "aten::permute", "aten::t", "aten::numpy_T", "aten::detach",
+    "aten::contiguous", "aten::empty", "aten::empty_like", "aten::alias",
+    "aten::resolve_conj", "aten::log_softmax", "aten::cross_entropy_loss",
+    "aten::nll_loss", "aten::nll_loss_nd", "aten::_unsafe_view", "aten::clone",
+    "aten::rsub", "aten::split", "aten::mT", "aten::to", "aten::index_put_",
+}
+
+
+def _is_big(shapes, n):
+    return any(isinstance(s, (list, tuple)) and s and all(isinstance(v, int) for v in s)
+               and math.prod(s) >= n * n // 2 for s in shapes)
+
+
+def profile(loss, batch, device, reg, steps, top):
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    from skot.losses import OTContrastiveLoss
+
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    X = torch.randn(batch, 768, device=dev)
+    Y = X + 0.5 * torch.randn(batch, 768, device=dev)
+    hx = torch.nn.Linear(768, 512).to(dev)
+    hy = torch.nn.Linear(768, 512).to(dev)
+    crit = OTContrastiveLoss(loss, reg=reg)
+    opt = torch.optim.SGD(list(hx.parameters()) + list(hy.parameters()), lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        zx = torch.nn.functional.normalize(hx(X), dim=1)
+        zy = torch.nn.functional.normalize(hy(Y), dim=1)
+        crit(zx, zy).backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    cuda = dev.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    if cuda:
+        torch.cuda.synchronize()
+    with tprofile(activities=acts, record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    events = prof.key_averages(group_by_input_shape=True)
+
+    def self_time(e):  # microseconds
+        if cuda:
+            return getattr(e, "self_device_time_total", None) or getattr(
+                e, "self_cuda_time_total", 0.0)
+        return e.self_cpu_time_total
+
+    by_op, big = {}, {}
+    for e in events:
+        if not e.key.startswith("aten::"):
+            continue
+        by_op[e.key] = by_op.get(e.key, 0.0) + self_time(e)
+        if e.key not in VIEWS and _is_big(e.input_shapes, batch):
+            big[e.key] = big.get(e.key, 0) + e.count
+    total = sum(by_op.values())
+    print(f"== {loss}, batch {batch}, {device}: {total / 1e3 / steps:.1f} ms of "
+          f"{'device' if cuda else 'CPU'} self time per step in aten ops; "
+          f"{sum(big.values()) // steps} ops on n x n inputs per step", flush=True)
+    for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"   {k:40s} {v / 1e3 / steps:8.2f} ms  {100 * v / total:5.1f}%"
+              f"  (n x n calls per step: {big.get(k, 0) / steps:g})")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=2048)
+    p.add_argument("--reg", type=float, default=0.05)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--top", type=int, default=12)
+    p.add_argument("--losses", nargs="*", default=["infonce", "fgw", "ncu"])
+    a = p.parse_args()
+    for loss in a.losses:
+        profile(loss, a.batch, a.device, a.reg, a.steps, a.top)
+
+
+if __name__ == "__main__":
+    main()
