@@ -10,7 +10,9 @@
 #
 # Writes doc/benchmarks/bench_losses_cuda.rst (batches 1024, 16384, 32768 with the
 # issue's anchors; the large ones first, so that a run cut short by the device's
-# time limit has the rows that matter in its log) and bench_losses_cuda_49152.rst
+# time limit has the rows that matter in its log), a per-operation profile of
+# one step at the first batch (benchmarks/profile_losses.py, in the log), and
+# bench_losses_cuda_49152.rst
 # (InfoNCE alone needs about 37 GiB there, 66 GiB at 65536, near an H100's 80),
 # and copies them and the log to $OUT when it is set. DEVICE, BATCHES, BIG and REPEATS override the defaults
 # (a CPU dry run: DEVICE=cpu BATCHES=256 BIG=512 REPEATS=2).
@@ -34,6 +36,9 @@ log=${OUT:-/tmp}/bench_losses_${DEVICE}.log
         --repeats "$REPEATS" --losses infonce iot iot_total unbalanced dbot fgw ufgw ncu \
         pot_envelope20 unrolled20 --out "bench_losses_${DEVICE}.rst" \
         --title "Contrastive losses: one training step ($DEVICE)"
+    # where a step's time goes, per operation (about 15 s on an H100)
+    "$PY" benchmarks/profile_losses.py --device "$DEVICE" --batch "${BATCHES%% *}" \
+        --losses infonce dbot fgw ufgw ncu
     "$PY" benchmarks/bench_losses.py --device "$DEVICE" --batch "$BIG" --reg 0.05 \
         --repeats "$REPEATS" --losses infonce iot unbalanced dbot fgw ufgw ncu \
         --out "bench_losses_${DEVICE}_${BIG}.rst" \

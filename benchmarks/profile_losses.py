@@ -5,7 +5,8 @@ SGD step), per loss.
 Prints, per loss, the operations with the most self time (device time on CUDA,
 CPU time on CPU) over ``--steps`` profiled steps after two warm-ups, and the
 number of operations whose input has at least n^2 / 2 entries (the passes over
-n x n buffers; view operations left out).
+n x n buffers; view operations left out; from batch 4096 on, where n^2 / 2
+exceeds the heads' 768 x 512 weights and their inputs).
 
 Usage: ``python benchmarks/profile_losses.py --device cuda --batch 16384
 --losses infonce fgw ncu``
