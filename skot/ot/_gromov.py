@@ -313,6 +313,17 @@ def fgw_objective(M, Ca, Cb, P, alpha):
     return (1 - alpha) * lin + alpha * quad, lin
 
 
+def _extrapolated_stop(err, prev_err, opts):
+    """Whether the distance to the fixed point predicted from the last two plan
+    changes, err q / (1 - q) with q = c err / prev_err (``opts["extrapolate"]``
+    = c), is below the tolerance (see ``_solve_gromov``)."""
+    c = opts.get("extrapolate")
+    if not c or prev_err is None or not prev_err > 0:
+        return False
+    q = c * err / prev_err
+    return q < 1 and err * q / (1 - q) < opts["tol"]
+
+
 @register_method("fgw", needs_reg=True, quadratic=True, gibbs=True)
 def _fgw_entropic(prob, opts):
     """Entropic fused GW by linearise-then-Sinkhorn (projected mirror descent)."""
@@ -329,6 +340,7 @@ def _fgw_entropic(prob, opts):
     inner_opts["tol"] = opts.get("inner_tol") or (
         1e-9 if a.dtype == torch.float64 else 1e-6)
     converged, err, it = False, math.inf, 0
+    prev_err = None  # the plan change of the previous linearisation
     ctx = torch.enable_grad() if track else torch.no_grad()
     # balanced and no graph through the iterations: terms u 1^T + 1 v^T of the
     # linearisation, which leave the plan unchanged, are left out of the
@@ -369,9 +381,10 @@ def _fgw_entropic(prob, opts):
             with torch.no_grad():
                 err = _change(P_new, P, outer)
             P = P_new
-            if err < opts["tol"]:
+            if err < opts["tol"] or _extrapolated_stop(err, prev_err, opts):
                 converged = True
                 break
+            prev_err = err
     lazy_pots = None
     if reduced:
         def lazy_pots(pots=pots, marg=marg):

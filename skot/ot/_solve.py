@@ -379,6 +379,25 @@ def solve_gromov(
     result : OTResult
         ``value`` is the FGW objective without the entropic term.
     """
+    return _solve_gromov(
+        Ca, Cb, M, a, b, alpha=alpha, reg=reg, reg_type=reg_type, loss=loss,
+        unbalanced=unbalanced, unbalanced_type=unbalanced_type, method=method,
+        max_iter=max_iter, tol=tol, grad=grad, inner_max_iter=inner_max_iter,
+        inner_tol=inner_tol)
+
+
+def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
+                  unbalanced_type, method, max_iter, tol, grad, inner_max_iter,
+                  inner_tol, extrapolate=None):
+    """:func:`solve_gromov`, with the library's own options.
+
+    ``extrapolate=c`` (entropic method only): also stop once the distance to
+    the fixed point that the last two plan changes predict is below ``tol``:
+    with :math:`\Delta_k = \|P_k - P_{k-1}\|_F` and
+    :math:`q = c\,\Delta_k / \Delta_{k-1}` (the observed contraction,
+    inflated c times), stop when q < 1 and :math:`\Delta_k\, q / (1 - q)` is
+    below ``tol`` (the geometric bound on :math:`\|P_k - P_\infty\|_F`).
+    """
     reg, tol = _check_common(reg, reg_type, grad, max_iter, tol)
     if loss != "L2":
         raise ValueError(f"loss={loss!r} is not supported; only loss='L2' is")
@@ -426,6 +445,8 @@ def solve_gromov(
         opts["inner_max_iter"] = int(inner_max_iter)
     if inner_tol is not None:
         opts["inner_tol"] = check_positive(inner_tol, "inner_tol")
+    if extrapolate is not None:
+        opts["extrapolate"] = check_positive(extrapolate, "extrapolate")
     res = func(prob, opts)
     return _finish(res, method, max_iter, prob.batched, numpy_io)
 

@@ -1,5 +1,7 @@
 """solve_gromov against POT; solver objects as hyperparameters."""
 
+import math
+
 import numpy as np
 import ot
 import pytest
@@ -355,3 +357,34 @@ def test_fgw_autodiff_gradient_wrt_M_flows_through_the_plan(rng):
     fd = (so.solve_gromov(Ca, Cb, M + E, grad="detach", **kw).value
           - so.solve_gromov(Ca, Cb, M - E, grad="detach", **kw).value) / 2e-6
     assert float(g[1, 2]) == pytest.approx(float(fd), rel=1e-4, abs=1e-8)
+
+
+def test_extrapolated_stop_is_within_tol_of_the_fixed_point():
+    # _solve_gromov(extrapolate=c) stops once the change still to come,
+    # predicted geometrically from the last two changes (ratio inflated c
+    # times), is below tol: here after 2 linearisations where the plain rule
+    # (change below tol) takes 3, and the plan is within tol of the fixed point
+    from skot.ot._solve import _solve_gromov
+
+    torch.manual_seed(0)
+    n, d = 256, 32
+    x = torch.nn.functional.normalize(torch.randn(n, d, dtype=torch.float64), dim=1)
+    y = torch.nn.functional.normalize(x + 0.5 * torch.randn(n, d, dtype=torch.float64),
+                                      dim=1)
+    Ca, Cb, M = 1 - x @ x.T, 1 - y @ y.T, 1 - x @ y.T
+    kw = dict(alpha=0.1, reg=0.05, reg_type="KL", loss="L2", unbalanced=None,
+              unbalanced_type="KL", method=None, grad="detach", inner_max_iter=None,
+              inner_tol=1e-12)
+    tol = 1e-3 / math.sqrt(n)
+    plain = _solve_gromov(Ca, Cb, M, None, None, max_iter=50, tol=tol, **kw)
+    fast = _solve_gromov(Ca, Cb, M, None, None, max_iter=50, tol=tol, extrapolate=10.0,
+                         **kw)
+    fixed = _solve_gromov(Ca, Cb, M, None, None, max_iter=50, tol=1e-12, **kw)
+    assert (fast.n_iter, plain.n_iter) == (2, 3) and fast.converged
+    assert float(torch.linalg.norm(fast.plan - fixed.plan)) < tol
+    # a public solve_gromov keeps POT's rule
+    pub = so.solve_gromov(Ca, Cb, M, alpha=0.1, reg=0.05, tol=tol, inner_tol=1e-12,
+                          grad="detach")
+    assert pub.n_iter == 3
+    with pytest.raises(ValueError, match="extrapolate"):
+        _solve_gromov(Ca, Cb, M, None, None, max_iter=5, tol=tol, extrapolate=-1.0, **kw)
