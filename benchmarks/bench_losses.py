@@ -58,7 +58,9 @@ def anchor_loss(name, reg):
     return {"pot_envelope20": pot_envelope20, "unrolled20": unrolled20}[name]
 
 
-def one(loss, batch, device, repeats, reg, interleave=True):
+def setup(loss, batch, device, reg):
+    """The benchmark's training step for ``loss`` on seeded data: returns
+    ``(step, device)``; ``step(crit)`` runs it with another loss module."""
     import torch
 
     from skot.losses import OTContrastiveLoss
@@ -81,6 +83,16 @@ def one(loss, batch, device, repeats, reg, interleave=True):
         out.backward()
         opt.step()
         return out
+
+    return step, dev
+
+
+def one(loss, batch, device, repeats, reg, interleave=True):
+    import torch
+
+    from skot.losses import OTContrastiveLoss
+
+    step, dev = setup(loss, batch, device, reg)
 
     def timed(fn):
         if dev.type == "cuda":

@@ -15,7 +15,6 @@ Usage: ``python benchmarks/profile_losses.py --device cuda --batch 16384
 import argparse
 import math
 import sys
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,25 +41,9 @@ def profile(loss, batch, device, reg, steps, top):
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
 
-    from skot.losses import OTContrastiveLoss
+    from bench_losses import setup
 
-    warnings.simplefilter("ignore")
-    torch.manual_seed(0)
-    dev = torch.device(device)
-    X = torch.randn(batch, 768, device=dev)
-    Y = X + 0.5 * torch.randn(batch, 768, device=dev)
-    hx = torch.nn.Linear(768, 512).to(dev)
-    hy = torch.nn.Linear(768, 512).to(dev)
-    crit = OTContrastiveLoss(loss, reg=reg)
-    opt = torch.optim.SGD(list(hx.parameters()) + list(hy.parameters()), lr=1e-3)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        zx = torch.nn.functional.normalize(hx(X), dim=1)
-        zy = torch.nn.functional.normalize(hy(Y), dim=1)
-        crit(zx, zy).backward()
-        opt.step()
-
+    step, dev = setup(loss, batch, device, reg)
     for _ in range(2):
         step()
     cuda = dev.type == "cuda"
