@@ -100,10 +100,17 @@ def _graph_mm(C, X, bias=True):
 def _graph_sq_mv(C, w):
     """(C o C) w, shape (..., n, 1)."""
     if isinstance(C, LowRankGraph):
-        # sum_k w_k (u_i . v_k)^2 = u_i^T (V^T diag(w) V) u_i
-        U, V = C.factors()
+        # sum_k w_k (b + u_i . v_k)^2 = u_i^T (V^T diag(w) V) u_i
+        # + 2 b u_i . (V^T w) + b^2 sum(w): products of the factors' own width
+        # (a bias column made them k + 1 wide, and kept widened copies of the
+        # factors: 513-wide products ran 10-35% slower than 512-wide ones on CPU)
+        U, V, b = C.U, C.V, float(C.bias)
         S = (V * w.unsqueeze(-1)).transpose(-1, -2) @ V
-        return ((U @ S) * U).sum(-1, keepdim=True)
+        out = ((U @ S) * U).sum(-1, keepdim=True)
+        if b != 0:
+            out.add_(U @ (V.transpose(-1, -2) @ w.unsqueeze(-1)), alpha=2.0 * b)
+            out.add_(w.sum(-1, keepdim=True).unsqueeze(-1), alpha=b * b)
+        return out
     return C**2 @ w.unsqueeze(-1)
 
 
@@ -140,6 +147,25 @@ def _gw_const(Ca, Cb, r, c):
     """(Ca o Ca) r 1^T + 1 c^T (Cb o Cb)^T as the pair of its broadcast terms,
     shapes (B, n, 1) and (B, 1, m) (never formed n x m)."""
     return _graph_sq_mv(Ca, r), _graph_sq_mv(Cb, c).transpose(-1, -2)
+
+
+def _const_with_graph_biases(Ca, Cb, P, outer=None):
+    r"""The marginal term of the linearisation (:func:`_gw_const`, from the
+    marginals r, c of P) with, folded in, the terms u 1^T + 1 v^T that the
+    factored graphs' biases add to the cross term: with them left out of the
+    product (``bias=False``), :math:`-4\alpha C_a P C_b^\top` lacks
+    :math:`-4\alpha(\beta_b U_a V_a^\top r + \beta_a \beta_b 1^\top P 1)`
+    per row and :math:`-4\alpha \beta_a U_b V_b^\top c` per column, i.e. -2
+    times those in units of the marginal term's weight 2 alpha."""
+    r, c = _marginals(P, outer)
+    A, B = _gw_const(Ca, Cb, r, c)
+    ba, bb = float(Ca.bias), float(Cb.bias)
+    if bb != 0:
+        A = A - 2.0 * bb * (_graph_mm(Ca, r.unsqueeze(-1), False)
+                            + ba * r.sum(-1, keepdim=True).unsqueeze(-1))
+    if ba != 0:
+        B = B - 2.0 * ba * _graph_mm(Cb, c.unsqueeze(-1), False).transpose(-1, -2)
+    return A, B
 
 
 def _gw_tensor(Ca, Cb, P, outer=None, const=None):
@@ -351,6 +377,11 @@ def _fgw_entropic(prob, opts):
     reduced = rho is None and not track
     drop_bias = reduced and all(isinstance(C, LowRankGraph) and C.bias != 0
                                 for C in (Ca, Cb))
+    # unbalanced, no graph: the factored graphs' biases go to the marginal
+    # term's broadcast vectors instead of a bias column in the products
+    fold_bias = (rho is not None and not track
+                 and all(isinstance(C, LowRankGraph) for C in (Ca, Cb))
+                 and (Ca.bias != 0 or Cb.bias != 0))
     marg = None  # marginals of the plan of the last linearisation (drop_bias)
     with ctx:
         const = _gw_const(Ca, Cb, a, b) if rho is None and track else None
@@ -368,10 +399,15 @@ def _fgw_entropic(prob, opts):
             else:  # one n x m buffer per linearisation
                 if drop_bias:
                     marg = _marginals(P, outer)
-                G = _fgw_linearised(
-                    Md, Ca, Cb, P, alpha, outer,
-                    None if reduced else _gw_const(Ca, Cb, *_marginals(P, outer)),
-                    bias=not drop_bias, shared=shared)
+                if reduced:
+                    marg_term = None
+                elif fold_bias:
+                    marg_term = _const_with_graph_biases(Ca, Cb, P, outer)
+                else:
+                    marg_term = _gw_const(Ca, Cb, *_marginals(P, outer))
+                G = _fgw_linearised(Md, Ca, Cb, P, alpha, outer, marg_term,
+                                    bias=not (drop_bias or fold_bias),
+                                    shared=shared)
             inner_opts["potentials_init"] = pots
             sub = Problem(G, a, b, True, False)
             res = _entropic(sub, inner_opts, *kinds)

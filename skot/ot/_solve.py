@@ -389,7 +389,7 @@ def solve_gromov(
 def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
                   unbalanced_type, method, max_iter, tol, grad, inner_max_iter,
                   inner_tol, extrapolate=None):
-    """:func:`solve_gromov`, with the library's own options.
+    r""":func:`solve_gromov`, with the library's own options.
 
     ``extrapolate=c`` (entropic method only): also stop once the distance to
     the fixed point that the last two plan changes predict is below ``tol``:
