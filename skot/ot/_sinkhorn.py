@@ -245,6 +245,7 @@ def sinkhorn_core(
         logK = _log_kernel(C, st, ra, rb)  # includes a warm start (never re-absorbed)
     need_absorb = False
     balanced = row.kind in ("eq", "free") and col.kind in ("eq", "free")
+    relaxed = "kl" in (row.kind, col.kind)
     translate = row.kind == "kl" and col.kind == "kl" and logmass is None
     err = math.inf
     converged = False
@@ -325,11 +326,34 @@ def sinkhorn_core(
             if balanced:
                 err = max(err_rows, err_cols)
             else:
-                df = float((st.f().detach() - old_f).abs().max())
-                dg = float((st.g().detach() - old_g).abs().max())
-                dh = float((st.h().detach() - old_h).abs().max())
-                err = max(df, dg, dh) / eps
-                err = max(err, err_rows, err_cols)
+                df = (st.f().detach() - old_f).abs()
+                dg = (st.g().detach() - old_g).abs()
+                dh = (st.h().detach() - old_h).abs()
+                if relaxed:
+                    # KL-relaxed marginals: the L1 change of the marginals that
+                    # this iteration's potential updates make (the analogue of
+                    # the balanced L1 marginal error), each potential's change
+                    # weighted by the mass of its row or column. The largest
+                    # change in units of eps waited on rows of negligible mass:
+                    # unbalanced FGW's first solve took 50 iterations where 10
+                    # put the plan within 5e-4 (L1) of the converged one (batch
+                    # 2048, reg 0.01); stopped at tol, plans are now within
+                    # 0.1-1x tol (L1) of the converged ones.
+                    eta = st.eta.unsqueeze(-1)
+                    r = torch.exp(st.alpha.detach() + eta + ls.detach())
+                    c = torch.exp(st.beta.detach() + eta + lt.detach())
+                    # (exponents capped: a first step's huge change must give a
+                    # large finite error, not 0 * inf on an empty row)
+                    def moved(w, d):
+                        return w * torch.expm1((d / eps).clamp_max(50.0))
+
+                    df = float(moved(r, df).sum(-1).max())
+                    dg = float(moved(c, dg).sum(-1).max())
+                    dh = float(moved(c.sum(-1), dh).max())
+                else:  # the largest change of a potential, in units of eps
+                    df, dg = float(df.max()) / eps, float(dg.max()) / eps
+                    dh = float(dh.max()) / eps
+                err = max(df, dg, dh, err_rows, err_cols)
             if use_kernel:
                 big = max(
                     float(st.alpha.abs().max()),

@@ -148,8 +148,11 @@ def solve(
         ``"unbalanced"`` (unbalanced set), ``"partial"`` (mass set) or ``"sinkhorn"``.
     max_iter : int, default=1000 for entropic methods
     tol : float, default=1e-9 (float64); float32: max(1e-6, 0.2 eps max|M| / reg)
-        Stopping threshold on the L1 marginal error (balanced constraints) or the
-        change of the potentials in units of ``reg`` (other constraint sets).
+        Stopping threshold on the L1 marginal error (balanced constraints), on
+        the L1 change of the marginals that an iteration makes (KL-relaxed
+        marginals: each potential's change weighted by its row's or column's
+        mass) or on the largest change of the potentials in units of ``reg``
+        (other constraint sets).
     grad : {"autodiff", "envelope", "detach"}, default="autodiff"
         ``"autodiff"`` unrolls the iterations; ``"envelope"`` runs them without a
         graph and gives ``value`` the gradient of the optimum (d value/dM = plan)
