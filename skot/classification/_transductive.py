@@ -48,8 +48,9 @@ def estimate_prior(C, reg, *, pseudo_count=10.0, max_iter=100, tol=1e-6):
     A symmetric Dirichlet prior adds ``pseudo_count`` rows to every class: plain
     EM collapses onto a few classes when there are few rows per class (measured
     on Stanford Cars, 196 classes and ~8 images per class: 48.5% accuracy
-    against 59.0% for argmax cosine), while with many rows per class the
-    pseudo-counts are negligible.
+    against 59.0% for argmax cosine; 61.0% with the pseudo-counts, 54.6% on
+    the long-tailed batch where argmax cosine has 58.7%), while with many rows
+    per class the pseudo-counts are negligible.
     """
     k = C.shape[1]
     logits = -C / reg
