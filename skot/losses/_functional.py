@@ -291,8 +291,9 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     problem, :math:`-\langle x^\top W y, (1-\alpha) I + 4\alpha\, x^\top P
     y\rangle` with :math:`W = (\tilde P - P)/\varepsilon` (the terms
     :math:`u 1^\top + 1 v^\top` of G leave a balanced plan unchanged), written
-    out so that W is never formed (``_fgw_cosine_grad``); unbalanced, the
-    pairing :func:`skot.ot._gromov.fgw_pairing` on the factors.
+    out so that W is never formed (``_fgw_cosine_grad``; for an unbalanced
+    problem it adds the marginal terms). When d > n, the graphs are dense and
+    the gradient is autograd through :func:`skot.ot._gromov.fgw_pairing`.
     """
     n, d = x.shape
     T = target
@@ -344,15 +345,8 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
         W = _target_minus(T, P).div_(reg)
     # value: -sum T log P at the solved plan; gradient: <W, dG> through C and
     # both graphs (with the potentials held fixed only the T / eps pull would
-    # remain)
-    if low_rank:
-        # 1 - x y^T = 1 + Ua Ub^T with the graphs' left factors Ua = x, Ub = -y
-        # (Cb = 1 + (-y) y^T): the pairing then reuses one product for C and
-        # the graphs
-        Ga, Gb = LowRankGraph.cosine(x), LowRankGraph(-y, y, bias=1.0)
-        M = LowRankGraph(Ga.U, Gb.U, bias=1.0)
-    else:
-        M, Ga, Gb = 1.0 - x @ y.T, 1.0 - x @ x.T, 1.0 - y @ y.T
+    # remain); d > n here, so the graphs are dense
+    M, Ga, Gb = 1.0 - x @ y.T, 1.0 - x @ x.T, 1.0 - y @ y.T
     energy = fgw_pairing(W, M, Ga, Gb, P, alpha, balanced=unbalanced is None)
     return value + (energy - energy.detach())
 

@@ -126,6 +126,14 @@ class _State:
         return self.hb + self.eps * self.eta
 
 
+def _moved_mass(mass, change, eps):
+    """Mass moved when potentials change by ``change`` (cost units) on entries of
+    mass ``mass``: mass (exp(change / eps) - 1), the exponent capped so that a
+    first step's huge change gives a large finite error (not 0 * inf on an
+    empty row)."""
+    return mass * torch.expm1((change / eps).clamp_max(50.0))
+
+
 def _exp_floor(dtype):
     """Exponent below which kernel entries are flushed to exact zeros.
 
@@ -342,14 +350,9 @@ def sinkhorn_core(
                     eta = st.eta.unsqueeze(-1)
                     r = torch.exp(st.alpha.detach() + eta + ls.detach())
                     c = torch.exp(st.beta.detach() + eta + lt.detach())
-                    # (exponents capped: a first step's huge change must give a
-                    # large finite error, not 0 * inf on an empty row)
-                    def moved(w, d):
-                        return w * torch.expm1((d / eps).clamp_max(50.0))
-
-                    df = float(moved(r, df).sum(-1).max())
-                    dg = float(moved(c, dg).sum(-1).max())
-                    dh = float(moved(c.sum(-1), dh).max())
+                    df = float(_moved_mass(r, df, eps).sum(-1).max())
+                    dg = float(_moved_mass(c, dg, eps).sum(-1).max())
+                    dh = float(_moved_mass(c.sum(-1), dh, eps).max())
                 else:  # the largest change of a potential, in units of eps
                     df, dg = float(df.max()) / eps, float(dg.max()) / eps
                     dh = float(dh.max()) / eps

@@ -204,8 +204,9 @@ def test_envelope_losses_equal_their_plans_written_out(method, dense_target):
 
 @pytest.mark.parametrize("unbalanced", [None, 1.0])
 def test_fgw_loss_low_rank_graphs_match_dense(unbalanced):
-    # d < n: factored graphs in the solver and the factored pairing in the
-    # gradient; zero-padding the features to d >= n takes the dense path
+    # d <= n: factored graphs in the solver and the written-out gradient
+    # (_fgw_cosine_grad); zero-padding the features to d = 25 > n takes the
+    # dense path (dense graphs, autograd through the pairing)
     x, y = _pair(n=20, d=5)
     xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     la = L.fgw_loss(xa, ya, reg=0.1, alpha=0.3, unbalanced=unbalanced)
