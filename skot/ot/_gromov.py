@@ -53,6 +53,7 @@ class LowRankGraph:
     def __init__(self, U, V, bias=0.0):
         self.U, self.V, self.bias = U, V, bias
         self._with_bias = None  # the factors with the bias column, built once
+        self._dense = None  # the n x n matrix, when kept (_keep_dense)
 
     @classmethod
     def cosine(cls, Z):
@@ -77,7 +78,24 @@ class LowRankGraph:
 
     def dense(self):
         """The (n, n) (or (B, n, n)) matrix."""
+        if self._dense is not None:
+            return self._dense
         return self.bias + self.U @ self.V.transpose(-1, -2)
+
+    def _keep_dense(self):
+        """Form the matrix once and keep it: :math:`(C \circ C) w` (the marginal
+        term of an unbalanced linearisation) then costs an n x n pass instead
+        of two products of n k^2 multiply-adds, at the price of one n x n
+        buffer. Worth it for a few such products when n is a few times k at
+        most (:func:`skot.losses.fgw_loss`, unbalanced, n < 4 d). Returns self."""
+        if self._dense is None:
+            self._dense = torch.baddbmm(
+                torch.tensor(float(self.bias), dtype=self.U.dtype,
+                             device=self.U.device),
+                self.U if self.U.ndim == 3 else self.U.unsqueeze(0),
+                (self.V if self.V.ndim == 3 else self.V.unsqueeze(0)).transpose(-1, -2),
+            ).reshape(self.shape)
+        return self
 
     def __repr__(self):
         return (f"LowRankGraph(shape={self.shape}, rank={self.U.shape[-1]}, "
@@ -99,6 +117,8 @@ def _graph_mm(C, X, bias=True):
 
 def _graph_sq_mv(C, w):
     """(C o C) w, shape (..., n, 1)."""
+    if isinstance(C, LowRankGraph) and C._dense is not None:
+        return torch.einsum("...ij,...ij,...j->...i", C._dense, C._dense, w).unsqueeze(-1)
     if isinstance(C, LowRankGraph):
         # sum_k w_k (b + u_i . v_k)^2 = u_i^T (V^T diag(w) V) u_i
         # + 2 b u_i . (V^T w) + b^2 sum(w): products of the factors' own width
@@ -198,18 +218,21 @@ def _fgw_linearised(M, Ca, Cb, P, alpha, outer=None, const=None, bias=True,
     product Ua ((1 - alpha) s I - 4 alpha K) Ub^T."""
     if shared is not None:
         (Ua, Va), (Ub, Vb) = Ca.factors(bias), Cb.factors(bias)
-        if outer is not None:
-            a, b = outer
-            K = ((Va.transpose(-1, -2) @ a.unsqueeze(-1))
-                 @ (b.unsqueeze(-2) @ Vb))
-        else:
-            K = Va.transpose(-1, -2) @ (P @ Vb)
-        B = K.mul_(-4.0 * alpha)
         k = M.U.shape[-1]  # the graphs' own columns (a bias column comes last)
-        B.diagonal(dim1=-2, dim2=-1)[..., :k].add_((1.0 - alpha) * shared)
-        G = torch.baddbmm(torch.tensor((1.0 - alpha) * M.bias, dtype=B.dtype,
-                                       device=B.device),
-                          Ua @ B, Ub.transpose(-1, -2))
+        if outer is not None:
+            # K = (Va^T a)(b^T Vb) has rank one: Ua B is a rank-one update
+            # of Ua (n k entries, instead of a product of n k^2)
+            a, b = outer
+            UaB = (Ua @ (Va.transpose(-1, -2) @ a.unsqueeze(-1))) @ (
+                b.unsqueeze(-2) @ Vb).mul_(-4.0 * alpha)
+            UaB[..., :k].add_(Ua[..., :k], alpha=(1.0 - alpha) * shared)
+        else:
+            B = (Va.transpose(-1, -2) @ (P @ Vb)).mul_(-4.0 * alpha)
+            B.diagonal(dim1=-2, dim2=-1)[..., :k].add_((1.0 - alpha) * shared)
+            UaB = Ua @ B
+        G = torch.baddbmm(torch.tensor((1.0 - alpha) * M.bias, dtype=UaB.dtype,
+                                       device=UaB.device),
+                          UaB, Ub.transpose(-1, -2))
     else:
         L, R = _cross_factors(Ca, Cb, P, outer, bias)
         if isinstance(M, LowRankGraph):

@@ -272,7 +272,12 @@ def _check_low_rank(C, name, size, like, batched, cols=None):
     if not (math.isfinite(bias) and all_finite(U) and all_finite(V)):
         raise ValueError(f"{name} contains NaN or inf; structure matrices must be "
                          "finite")
-    return LowRankGraph(U, V, bias)
+    out = LowRankGraph(U, V, bias)
+    kept = C._dense  # formed once from the factors (LowRankGraph._keep_dense)
+    if kept is not None:
+        kept = _to_tensor(kept, f"{name} (dense)", like=like)
+        out._dense = kept.expand(U.shape[:-1] + (V.shape[-2],))
+    return out
 
 
 def _factored_problem(M, a, b, like):

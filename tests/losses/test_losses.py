@@ -202,12 +202,14 @@ def test_envelope_losses_equal_their_plans_written_out(method, dense_target):
     torch.testing.assert_close(ys.grad, -3 * W.T @ x, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("d", [5, 8])
 @pytest.mark.parametrize("unbalanced", [None, 1.0])
-def test_fgw_loss_low_rank_graphs_match_dense(unbalanced):
+def test_fgw_loss_low_rank_graphs_match_dense(unbalanced, d):
     # d <= n: factored graphs in the solver and the written-out gradient
-    # (_fgw_cosine_grad); zero-padding the features to d = 25 > n takes the
+    # (_fgw_cosine_grad; unbalanced with n < 4 d, the graphs kept dense for
+    # the marginal terms); zero-padding the features to d + 20 > n takes the
     # dense path (dense graphs, autograd through the pairing)
-    x, y = _pair(n=20, d=5)
+    x, y = _pair(n=20, d=d)
     xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     la = L.fgw_loss(xa, ya, reg=0.1, alpha=0.3, unbalanced=unbalanced)
     la.backward()
@@ -220,23 +222,26 @@ def test_fgw_loss_low_rank_graphs_match_dense(unbalanced):
     # balanced: the factored pairing leaves out terms whose pairing with
     # W = (T - P) / eps is zero up to the plan's marginal error (1e-5)
     tol = dict(atol=1e-5, rtol=1e-4) if unbalanced is None else {}
-    torch.testing.assert_close(xa.grad, xb.grad[:, :5], **tol)
-    torch.testing.assert_close(ya.grad, yb.grad[:, :5], **tol)
+    torch.testing.assert_close(xa.grad, xb.grad[:, :d], **tol)
+    torch.testing.assert_close(ya.grad, yb.grad[:, :d], **tol)
 
 
+@pytest.mark.parametrize("d", [4, 6])
 @pytest.mark.parametrize("unbalanced", [None, 0.5])
 @pytest.mark.parametrize("soft", [False, True])
-def test_fgw_loss_gradient_is_the_envelope_gradient_through_both_graphs(soft, unbalanced):
+def test_fgw_loss_gradient_is_the_envelope_gradient_through_both_graphs(soft, unbalanced,
+                                                                      d):
     # reference: the solved plan P, W = (T - P) / eps and autograd through the
     # full linearised cost G = (1 - alpha) C + 2 alpha L(Ca, Cb) (x) P, dense
     # (its marginal terms from P's own marginals); the loss writes this
     # gradient out for cosine graphs (d < n), with the default target I / n or
     # a given one (here with uniform marginals), balanced or not (then P's
-    # marginals differ from T's and the marginal terms count)
+    # marginals differ from T's and the marginal terms count: from factored
+    # graphs at n = 4 d, from graphs kept dense at n < 4 d)
     from skot.ot import solve_gromov
     from skot.ot._gromov import _gw_tensor
 
-    x, y = _pair(n=16, d=4, seed=3)
+    x, y = _pair(n=16, d=d, seed=3)
     alpha, reg, n = 0.4, 0.1, 16
     T = None
     if soft:
