@@ -308,6 +308,32 @@ def test_ncu_flags_noisy_pairs_and_sends_them_to_the_dustbin(monkeypatch):
     assert txt_mask[:, 12].tolist() == [True] * 3 + [False] * 9
 
 
+def test_ncu_caption_side_solve_is_warm_started_from_the_image_side(monkeypatch):
+    # the caption side's masked problem is the image side's transposed but for
+    # the dustbin column: started from the image side's potentials (swapped)
+    # it takes fewer iterations and lands within the solve's tolerance of the
+    # cold-started plan (float64: tol 1e-5, an L1 marginal error)
+    import skot.losses._functional as LF
+
+    x, y = _pair(n=128, d=16, seed=2)
+    real, calls = LF.solve, []
+
+    def spy(cost, a, b, **kw):
+        res = real(cost, a, b, **kw)
+        calls.append((cost.clone(), a, b, dict(kw), res.n_iter, res.plan.clone()))
+        return res
+
+    monkeypatch.setattr(LF, "solve", spy)
+    L.ncu_loss(x, y, reg=0.05, ot_reg=0.05, noise_ratio=0.25)
+    (_, _, _, kw0, _, _), (cost, a, b, kw1, warm_iter, warm_plan) = calls
+    assert kw0["potentials_init"] is None
+    f, g = kw1["potentials_init"]
+    assert f.shape == (128,) and g.shape == (129,)
+    cold = real(cost, a, b, **dict(kw1, potentials_init=None))
+    assert warm_iter < cold.n_iter
+    assert float((warm_plan - cold.plan).abs().sum()) < 4e-5
+
+
 def test_ncu_with_duplicate_captions_and_no_dustbin_row_is_feasible():
     # every row shares one caption: text-side rows all keep clean images, so
     # nobody uses the dustbin there; the solve drops that column instead of
@@ -346,15 +372,16 @@ def test_ncu_gradient_equals_autograd_through_the_augmented_logits(duplicates):
     p_pos = (torch.softmax(S.detach() / reg, 1) * pos).sum(1)
     noisy = torch.zeros(n, dtype=torch.bool)
     noisy[torch.argsort(p_pos)[:6]] = True
-    ref = 0.0
+    ref, pots = 0.0, None
     for s, pos_s, flag in ((S, pos, noisy[:, None]), (S.T, pos.T, noisy[None, :])):
         forbid, good = pos_s & flag, pos_s & ~flag
         dust = ~good.any(1)
         hard = s.masked_fill(pos_s, -math.inf).max(1, keepdim=True).values
         with torch.no_grad():
             aug = torch.cat([s, hard], 1).detach() / reg
-            Y, _ = _ncu_soft_target(aug, reg, forbid, good, dust, noisy, False, 6,
-                                    gamma=0.3, ot_reg=0.05)
+            # the caption side warm-started from the image side, as in the loss
+            Y, _, pots = _ncu_soft_target(aug, reg, forbid, good, dust, noisy, False,
+                                          6, gamma=0.3, ot_reg=0.05, init=pots)
         logp = torch.log_softmax(torch.cat([s, hard], 1) / reg, 1)
         ref = ref + 0.5 * (torch.xlogy(Y, Y).sum(1) - (Y * logp).sum(1)).mean()
     ref.backward()
