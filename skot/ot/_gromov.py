@@ -83,7 +83,7 @@ class LowRankGraph:
         return self.bias + self.U @ self.V.transpose(-1, -2)
 
     def _keep_dense(self):
-        """Form the matrix once and keep it: :math:`(C \circ C) w` (the marginal
+        r"""Form the matrix once and keep it: :math:`(C \circ C) w` (the marginal
         term of an unbalanced linearisation) then costs an n x n pass instead
         of two products of n k^2 multiply-adds, at the price of one n x n
         buffer. Worth it for a few such products when n is a few times k at
