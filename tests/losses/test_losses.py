@@ -391,6 +391,22 @@ def test_ncu_gradient_equals_autograd_through_the_augmented_logits(duplicates):
 
 
 @pytest.mark.gpu
+def test_cuda_unbalanced_fgw_with_kept_graphs_matches_cpu(device="cuda"):
+    # n < 4 d: the batch graphs are formed once and kept (their own route in
+    # the solver and in the gradient); the test below has n = 8 d (factored)
+    x, y = _pair(n=64, d=32, seed=1, dtype=torch.float32)
+    out = []
+    for dev in ("cpu", device):
+        xd = x.to(dev, copy=True).requires_grad_(True)
+        yd = y.to(dev, copy=True).requires_grad_(True)
+        loss = L.fgw_loss(xd, yd, reg=0.05, unbalanced=1.0)
+        loss.backward()
+        out.append((loss.detach().cpu(), xd.grad.cpu(), yd.grad.cpu()))
+    for a, b in zip(*out):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("name", sorted(L.LOSSES))
 def test_cuda_value_and_gradient_match_cpu(name, device="cuda"):
     # a batch large enough for the factored fgw graphs (d < n)
