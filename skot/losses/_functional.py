@@ -300,6 +300,11 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     # factored from d = n on (a step at n = d = 512: 48 ms factored, 58 ms
     # dense; at n = 256 dense was faster, 20 ms against 26 ms)
     low_rank = d <= min(n, y.shape[0])
+    # unbalanced with n < 4 d: the marginal terms (C o C) r of each
+    # linearisation and of the gradient from the n x n graphs, formed once:
+    # n^2 d multiply-adds per graph, against 2 n d^2 per linearisation and
+    # 4 n d^2 in the gradient when factored
+    keep = low_rank and unbalanced is not None and 4 * d > max(n, y.shape[0])
     with torch.no_grad():
         xd, yd = x.detach(), y.detach()
         if low_rank:
@@ -307,11 +312,7 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
             # one product, and no n x n matrix is kept besides the plans
             Ca, Cb = LowRankGraph.cosine(xd), LowRankGraph.cosine(yd)
             C = LowRankGraph(xd, -yd, bias=1.0)
-            if unbalanced is not None and 4 * d > max(n, y.shape[0]):
-                # the marginal terms (C o C) r of each linearisation and of
-                # the gradient from the n x n graphs, formed once: n^2 d
-                # multiply-adds per graph, against 2 n d^2 per linearisation
-                # and 4 n d^2 in the gradient when factored
+            if keep:
                 Ca, Cb = Ca._keep_dense(), Cb._keep_dense()
         else:
             C = 1.0 - xd @ yd.T
@@ -337,7 +338,7 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
                             unbalanced_type="KL", method=None, max_iter=max_iter,
                             tol=tau / math.sqrt(n), grad="detach",
                             inner_max_iter=None, inner_tol=tau, extrapolate=10.0)
-    dense = (Ca._dense, Cb._dense) if low_rank and Ca._dense is not None else None
+    dense = (Ca.dense(), Cb.dense()) if keep else None  # kept: no new product
     del C, Ca, Cb  # the solve's inputs: the gradient needs at most the kept graphs
     P = res.plan
     with torch.no_grad():
@@ -407,7 +408,7 @@ def _fgw_cosine_grad(x, y, P, T, reg, alpha, balanced=True, graphs=None):
                     # the graph C kept by the solve: one product of n^2 d
                     # (against 4 n d^2) and three passes over n x n
                     S = torch.addr(torch.outer(w, m), m, w)
-                    S.addcmul_(S, graphs[i].reshape(S.shape), value=-1.0)
+                    S.addcmul_(S, graphs[i], value=-1.0)
                     g.addmm_(S, z, alpha=4.0 * alpha)
                     continue
                 # z^T [diag(m) z, diag(w) z] (d x 2d), then z times each half

@@ -89,12 +89,7 @@ class LowRankGraph:
         buffer. Worth it for a few such products when n is a few times k at
         most (:func:`skot.losses.fgw_loss`, unbalanced, n < 4 d). Returns self."""
         if self._dense is None:
-            self._dense = torch.baddbmm(
-                torch.tensor(float(self.bias), dtype=self.U.dtype,
-                             device=self.U.device),
-                self.U if self.U.ndim == 3 else self.U.unsqueeze(0),
-                (self.V if self.V.ndim == 3 else self.V.unsqueeze(0)).transpose(-1, -2),
-            ).reshape(self.shape)
+            self._dense = (self.U @ self.V.transpose(-1, -2)).add_(self.bias)
         return self
 
     def __repr__(self):
