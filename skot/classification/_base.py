@@ -119,9 +119,42 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
             )
         self.class_prior_ = prior / prior.sum()
 
-    def _solver(self):
-        # an L1 marginal error of 1e-6 is far below what changes an argmax
-        return get_solver(self.solver, reg=self.reg, max_iter=self.max_iter, tol=1e-6)
+    def _solver_options(self):
+        """Options of the class-posterior solve that the estimator supplies."""
+        return {}
+
+    def _check_posterior_solver(self):
+        """Fail in ``fit`` (not in ``predict``) when the class-posterior solve
+        lacks an option its method needs. Without a class prior that solve is
+        rows-only whatever ``solver`` says."""
+        if self.class_prior is None or getattr(self, "estimator_", None) is not None:
+            return
+        solver = self._solver()
+        method = solver.method
+        if method == "sparse":
+            raise ValueError(
+                f"solver={self.solver!r}: the sparse method needs a per-column "
+                "budget max_nz, which the class-posterior problem does not have; "
+                "use 'sinkhorn', 'dbot', 'unbalanced' or 'exact'"
+            )
+        needs = {"partial": "mass", "unbalanced": "unbalanced"}
+        if method in needs:
+            option = needs[method]
+            value = self._solver_options().get(option, getattr(solver, option, None))
+            if value is None:
+                raise ValueError(
+                    f"solver={self.solver!r} needs {option}= for the class-posterior "
+                    f"problem; pass skot.ot.OTSolver({method!r}, {option}=...)"
+                )
+
+    def _solver(self, dtype=torch.float64):
+        # an L1 marginal error of 1e-6 is far below what changes an argmax. In
+        # float32 the solver's own default (max(1e-6, the rounding floor of the
+        # marginals, 0.2 eps max|M| / reg)) is used: on CLIP costs at reg 0.01
+        # the floor is 2e-6, and a fixed 1e-6 ran every solve to max_iter and
+        # warned although it had converged
+        tol = 1e-6 if dtype == torch.float64 else None
+        return get_solver(self.solver, reg=self.reg, max_iter=self.max_iter, tol=tol)
 
     def _check_X(self, X):
         check_is_fitted(self)

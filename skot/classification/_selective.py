@@ -173,6 +173,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
             self.classes_ = np.asarray(est.classes_)
             self.class_embeddings_ = None
         self._fit_prior()
+        self._check_posterior_solver()
         return self
 
     # ---------------------------------------------------------------- core
@@ -186,7 +187,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
         prior = None
         if self.class_prior_ is not None:
             prior = as_tensor(self.class_prior_, device=Xt.device, dtype=Xt.dtype)
-        out = transductive_plan(Xt, Tt, self._solver(), prior=prior)
+        out = transductive_plan(Xt, Tt, self._solver(Xt.dtype), prior=prior)
         return out.plan / out.plan.sum(1, keepdim=True)
 
     def _select(self, p):

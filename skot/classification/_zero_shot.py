@@ -167,12 +167,16 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         """
         self._fit_classes(X, y)
         self._fit_prior()
+        self._check_posterior_solver()
         return self
+
+    def _solver_options(self):
+        return {"unbalanced": self.unbalanced}
 
     def _assign(self, X):
         X = self._check_X(X)
         Xt, Tt = self._tensors(X)
-        solver = self._solver()
+        solver = self._solver(Xt.dtype)
         if solver.method == "unbalanced":
             solver.set_params(unbalanced=self.unbalanced)
         plans, scores = [], []

@@ -1,5 +1,7 @@
 """FGWZeroShotClassifier and SelectiveOTClassifier."""
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -192,3 +194,48 @@ def test_verbose_progress_over_batches(rng, capsys):
                                  verbose=1).fit(X).predict(X)
     np.testing.assert_array_equal(quiet, loud)
     assert "batches" in capsys.readouterr().err
+
+
+def test_float32_default_solve_stops_at_its_rounding_floor():
+    # float32 class posteriors: a fixed tol of 1e-6 lay below what float32 can
+    # reach here (the L1 marginal error stalled at 1.1e-6), so every solve ran
+    # to max_iter and warned although it had converged; the solver's float32
+    # default tol (max(1e-6, 0.2 eps max|M| / reg)) is used instead, and the
+    # predictions are those of the float64 solve
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    T = rng.normal(size=(100, 64)).astype(np.float32)
+    y = np.arange(1500) % 100
+    X = (T[y] + rng.normal(size=(1500, 64))).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        pred32 = FGWZeroShotClassifier(class_embeddings=T).fit(X).predict(X)
+    pred64 = FGWZeroShotClassifier(class_embeddings=T.astype(np.float64)).fit(
+        X.astype(np.float64)).predict(X.astype(np.float64))
+    np.testing.assert_array_equal(pred32, pred64)
+
+
+@pytest.mark.parametrize("cls, solver, match", [
+    (FGWZeroShotClassifier, "partial", "mass="),
+    (FGWZeroShotClassifier, "sparse", "max_nz"),
+    (SelectiveOTClassifier, "partial", "mass="),
+    (SelectiveOTClassifier, "sparse", "max_nz"),
+    (SelectiveOTClassifier, "unbalanced", "unbalanced="),
+])
+def test_posterior_solver_missing_option_fails_in_fit(rng, cls, solver, match):
+    # these used to fit and then fail inside skot.ot at predict time
+    from skot.ot import OTSolver
+
+    X, _, T = _clip_like(rng, n=60)
+    with pytest.raises(ValueError, match=match) as err:
+        cls(class_embeddings=T, solver=solver, class_prior="uniform").fit(X)
+    assert repr(solver) in str(err.value)
+    # without a class prior the posterior is rows-only and the name is unused
+    cls(class_embeddings=T, solver=solver, class_prior=None).fit(X).predict(X)
+    # with the option given through an OTSolver it fits and predicts
+    if solver != "sparse":
+        option = {"partial": {"mass": 0.9}, "unbalanced": {"unbalanced": 0.5}}[solver]
+        pred = cls(class_embeddings=T, solver=OTSolver(solver, **option),
+                   class_prior="uniform").fit(X).predict(X)
+        assert pred.shape == (60,)
