@@ -100,7 +100,8 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         classes (8 random halves), mix=0.1 gained 7.0 points on the seen classes
         and kept the unseen ones (+0.0 on average, -1.3 at worst); mix=0.2
         gained 10.3 but lost up to 4.2 on the unseen ones, and mix=1 lost about
-        30 (see the user guide).
+        30 (see the user guide). It is read by ``transform``, so
+        ``set_params(mix=...)`` changes it on a fitted model without refitting.
     uniformity : float >= 0, default=0.0
         Weight of IOT-CL's uniformity penalty.
     align_weight : float >= 0, default=0.0

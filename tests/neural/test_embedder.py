@@ -37,6 +37,23 @@ def test_untrained_head_is_identity(pairs):
     np.testing.assert_allclose(emb.transform(X), Xn, atol=1e-5)
 
 
+def test_mix_is_read_at_transform_time(pairs):
+    # mix trades seen-class gain against zero-shot transfer after the fit:
+    # set_params(mix=...) changes transform without refitting
+    X, Y = pairs
+    emb = OTContrastiveEmbedder(max_epochs=3, lr=1e-2, random_state=0).fit(X, Y)
+    z_default = emb.transform(X)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    np.testing.assert_allclose(emb.set_params(mix=0.0).transform(X), Xn, atol=1e-5)
+    z_head = emb.set_params(mix=1.0).transform(X)
+    assert np.abs(z_head - Xn).max() > 1e-2  # the head was trained
+    # in between: normalize((1 - mix) x + mix head(x))
+    mixed = 0.9 * Xn + 0.1 * z_head
+    mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
+    np.testing.assert_allclose(emb.set_params(mix=0.1).transform(X), mixed, atol=1e-5)
+    np.testing.assert_allclose(z_default, mixed, atol=1e-6)
+
+
 @pytest.mark.parametrize("loss", ["infonce", "iot", "unbalanced", "ncu"])
 def test_training_improves_retrieval(loss):
     # the second modality is a rotated, noisy copy: raw retrieval is near chance
