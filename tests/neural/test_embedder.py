@@ -47,11 +47,14 @@ def test_mix_is_read_at_transform_time(pairs):
     np.testing.assert_allclose(emb.set_params(mix=0.0).transform(X), Xn, atol=1e-5)
     z_head = emb.set_params(mix=1.0).transform(X)
     assert np.abs(z_head - Xn).max() > 1e-2  # the head was trained
-    # in between: normalize((1 - mix) x + mix head(x))
-    mixed = 0.9 * Xn + 0.1 * z_head
+    # in between: normalize((1 - mix) x + mix head(x)), the default included
+    m = OTContrastiveEmbedder().mix
+    mixed = (1 - m) * Xn + m * z_head
     mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
-    np.testing.assert_allclose(emb.set_params(mix=0.1).transform(X), mixed, atol=1e-5)
-    np.testing.assert_allclose(z_default, mixed, atol=1e-6)
+    np.testing.assert_allclose(z_default, mixed, atol=1e-5)
+    mixed = 0.7 * Xn + 0.3 * z_head
+    mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
+    np.testing.assert_allclose(emb.set_params(mix=0.3).transform(X), mixed, atol=1e-5)
 
 
 @pytest.mark.parametrize("loss", ["infonce", "iot", "unbalanced", "ncu"])
