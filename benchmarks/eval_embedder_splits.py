@@ -62,7 +62,8 @@ SETTINGS = [("196 classes, 8 random halves", 196, 8),
 def draws(names, n_classes, n_draws):
     """(classes of the setting, seen half) per draw. ``n_classes=None``: the
     classes of one make (first word of the class name) with at least 10 models,
-    6 random halves each: a fine-grained dataset of 10-22 similar classes."""
+    6 random halves each: a fine-grained dataset of similar classes (11-22 on
+    Cars)."""
     if n_classes is not None:
         for draw in range(n_draws):
             classes = np.random.default_rng(100 + draw).permutation(len(names))[:n_classes]
