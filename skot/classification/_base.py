@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -14,6 +16,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from .._backend import as_tensor, resolve_device, to_numpy
 from ..ot import OTSolver, available_methods, get_solver
 from ..ot._validation import check_reg
+from ._transductive import transductive_plan
 
 __all__ = ["BaseOTClassifier"]
 
@@ -119,33 +122,33 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
             )
         self.class_prior_ = prior / prior.sum()
 
-    def _solver_options(self):
-        """Options of the class-posterior solve that the estimator supplies."""
-        return {}
+    def _posterior_solver(self, dtype=torch.float64):
+        """The solver of the class-posterior problem (estimators add their own
+        options, e.g. ``unbalanced``)."""
+        return self._solver(dtype)
 
     def _check_posterior_solver(self):
-        """Fail in ``fit`` (not in ``predict``) when the class-posterior solve
-        lacks an option its method needs. Without a class prior that solve is
-        rows-only whatever ``solver`` says."""
+        """Fail in ``fit``, not in ``predict``, when the class-posterior solve
+        cannot run with ``solver`` (e.g. ``"partial"`` without ``mass``): one
+        probe solve of two rows, one iteration, through the path ``predict``
+        takes; :mod:`skot.ot` words the reason. Without a class prior that
+        solve is rows-only whatever ``solver`` says."""
         if self.class_prior is None or getattr(self, "estimator_", None) is not None:
             return
-        solver = self._solver()
-        method = solver.method
-        if method == "sparse":
+        T = torch.as_tensor(_normalize(self.class_embeddings_), dtype=torch.float64)
+        k = T.shape[0]
+        # "estimate" has no prior before predict: probe with the uniform one
+        prior = (torch.full((k,), 1.0 / k, dtype=T.dtype) if self.class_prior_ is None
+                 else torch.as_tensor(self.class_prior_, dtype=T.dtype))
+        solver = self._posterior_solver().set_params(max_iter=1)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # one iteration: not converged
+                transductive_plan(T[:2], T, solver, prior=prior)
+        except ValueError as err:
             raise ValueError(
-                f"solver={self.solver!r}: the sparse method needs a per-column "
-                "budget max_nz, which the class-posterior problem does not have; "
-                "use 'sinkhorn', 'dbot', 'unbalanced' or 'exact'"
-            )
-        needs = {"partial": "mass", "unbalanced": "unbalanced"}
-        if method in needs:
-            option = needs[method]
-            value = self._solver_options().get(option, getattr(solver, option, None))
-            if value is None:
-                raise ValueError(
-                    f"solver={self.solver!r} needs {option}= for the class-posterior "
-                    f"problem; pass skot.ot.OTSolver({method!r}, {option}=...)"
-                )
+                f"solver={self.solver!r} cannot solve the class-posterior problem: {err}"
+            ) from err
 
     def _solver(self, dtype=torch.float64):
         # an L1 marginal error of 1e-6 is far below what changes an argmax. In

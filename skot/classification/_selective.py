@@ -187,7 +187,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
         prior = None
         if self.class_prior_ is not None:
             prior = as_tensor(self.class_prior_, device=Xt.device, dtype=Xt.dtype)
-        out = transductive_plan(Xt, Tt, self._solver(Xt.dtype), prior=prior)
+        out = transductive_plan(Xt, Tt, self._posterior_solver(Xt.dtype), prior=prior)
         return out.plan / out.plan.sum(1, keepdim=True)
 
     def _select(self, p):

@@ -170,15 +170,16 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         self._check_posterior_solver()
         return self
 
-    def _solver_options(self):
-        return {"unbalanced": self.unbalanced}
+    def _posterior_solver(self, dtype=torch.float64):
+        solver = self._solver(dtype)
+        if solver.method == "unbalanced":
+            solver.set_params(unbalanced=self.unbalanced)
+        return solver
 
     def _assign(self, X):
         X = self._check_X(X)
         Xt, Tt = self._tensors(X)
-        solver = self._solver(Xt.dtype)
-        if solver.method == "unbalanced":
-            solver.set_params(unbalanced=self.unbalanced)
+        solver = self._posterior_solver(Xt.dtype)
         plans, scores = [], []
         for sl in self._batches(len(X)):
             Xb = Xt[sl]
