@@ -16,14 +16,11 @@ from sklearn.exceptions import ConvergenceWarning
 from .._backend import to_numpy
 from ._autograd import FixedPotentialPlan, with_gradient
 from ._registry import register_method
-from ._sinkhorn import Side, sinkhorn_core
+from ._sinkhorn import Side, relaxed_terms, sinkhorn_core
+from ._sinkhorn import tiny_log as _tiny_log
 from ._validation import check_balanced, check_positive
 
 __all__ = []
-
-
-def _tiny_log(w):
-    return torch.log(w.clamp_min(torch.finfo(w.dtype).tiny))
 
 
 def _unbalanced_pair(unbalanced):
@@ -153,10 +150,8 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
         # n x m pass needed.
         value = (f * r).sum(-1) + (g * c).sum(-1)
         if rho is not None:
-            if not math.isinf(rho[0]):
-                value = value + rho[0] * (r * (_tiny_log(r) - _tiny_log(a))).sum(-1)
-            if not math.isinf(rho[1]):
-                value = value + rho[1] * (c * (_tiny_log(c) - _tiny_log(b))).sum(-1)
+            value = value + relaxed_terms(r, c, a, b, _tiny_log(a), _tiny_log(b), eps,
+                                          rho, kl_ref)
         return value, value_linear
 
     if grad == "detach":
@@ -330,7 +325,7 @@ def _stack_results(results, prob, grad, balanced=True):
     return plan, value, value_linear, pots
 
 
-@register_method("exact")
+@register_method("exact", max_iter=1_000_000)
 def _exact(prob, opts):
     """Exact OT by POT's network simplex (:func:`ot.emd`)."""
     import ot
@@ -338,7 +333,7 @@ def _exact(prob, opts):
     check_balanced(prob.a, prob.b)
     if opts.get("mask") is not None:
         raise ValueError("mask= is not supported by method='exact'; use a large cost")
-    max_iter = opts["max_iter"] if opts["max_iter"] is not None else 1_000_000
+    max_iter = opts["max_iter"]
     results, ok = [], True
     for k in range(prob.M.shape[0]):
         a, b = _np(prob.a[k]), _np(prob.b[k])
@@ -352,21 +347,35 @@ def _exact(prob, opts):
 
 
 def _pot_partial_exact(prob, opts, mass):
+    """Exact partial OT as POT's :func:`ot.partial.partial_wasserstein` poses
+    it (one dummy row and column absorb the mass left out), solved by
+    :func:`ot.emd` directly so that ``max_iter`` reaches the network simplex
+    and running out of it is reported (POT raises a ValueError instead). The
+    dummy-to-dummy cost ``2 max|M| + 1`` keeps dummy mass off that corner for
+    costs of any sign (POT's ``2 max M`` assumes non-negative costs)."""
     import ot
 
-    results = []
+    results, ok = [], True
     for k in range(prob.M.shape[0]):
-        plan = ot.partial.partial_wasserstein(
-            _np(prob.a[k]), _np(prob.b[k]), _np(prob.M[k]), m=mass
-        )
-        results.append((plan, None, None, 0.0))
+        a, b, M = _np(prob.a[k]), _np(prob.b[k]), _np(prob.M[k])
+        n, m = M.shape
+        a_ext = np.append(a, b.sum() - mass)
+        b_ext = np.append(b, a.sum() - mass)
+        b_ext *= a_ext.sum() / b_ext.sum()  # exact-sum rounding for the LP
+        M_ext = np.zeros((n + 1, m + 1))
+        M_ext[:n, :m] = M
+        M_ext[n, m] = 2.0 * np.abs(M).max() + 1.0
+        plan, log = ot.emd(a_ext, b_ext, M_ext, numItermax=int(opts["max_iter"]),
+                           log=True)
+        ok = ok and log.get("warning") is None
+        results.append((plan[:n, :m], None, None, 0.0))
     plan, value, value_linear, pots = _stack_results(results, prob, opts["grad"],
                                                      balanced=False)
     return dict(plan=plan, value=value, value_linear=value_linear, potentials=pots,
-                n_iter=0, err=0.0, converged=True)
+                n_iter=0, err=0.0, converged=ok)
 
 
-@register_method("sparse", needs_reg=True)
+@register_method("sparse", needs_reg=True, max_iter=500)
 def _sparse(prob, opts):
     """Sparsity-constrained OT (at most ``max_nz`` non-zeros per column), via POT."""
     import ot
@@ -379,9 +388,9 @@ def _sparse(prob, opts):
     if isinstance(max_nz, bool) or not isinstance(max_nz, (int, np.integer)) or max_nz < 1:
         raise ValueError(f"max_nz must be an integer >= 1, got {max_nz!r}")
     reg = opts["reg"]
-    max_iter = opts["max_iter"] if opts["max_iter"] is not None else 500
+    max_iter = opts["max_iter"]
     tol = opts["tol"] if opts["tol"] is not None else 1e-9
-    results = []
+    results, ok, n_iter, err = [], True, 0, 0.0
     for k in range(prob.M.shape[0]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -394,7 +403,15 @@ def _sparse(prob, opts):
                 reg_type=kind, numItermax=int(max_iter), stopThr=tol, log=True,
                 **extra,
             )
+        res = log["res"]  # scipy's L-BFGS-B result on the dual
+        # status 1: the iteration (or evaluation) budget ran out; status 2 (a
+        # line search that cannot progress) happens at the optimum to within
+        # rounding, so only the budget counts as not converged
+        ok = ok and res.status != 1
+        n_iter = max(n_iter, int(res.nit))
+        err = max(err, float(np.abs(plan.sum(1) - _np(prob.a[k])).sum()
+                             + np.abs(plan.sum(0) - _np(prob.b[k])).sum()))
         results.append((plan, log["alpha"], log["beta"], 0.5 * reg * (plan**2).sum()))
     plan, value, value_linear, pots = _stack_results(results, prob, opts["grad"])
     return dict(plan=plan, value=value, value_linear=value_linear, potentials=pots,
-                n_iter=0, err=0.0, converged=True)
+                n_iter=n_iter, err=err, converged=ok)

@@ -29,7 +29,8 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._result import OTResult
-from ._sinkhorn import translation_step
+from ._sinkhorn import relaxed_terms, translation_step
+from ._sinkhorn import tiny_log as _tiny_log
 from ._validation import check_positive, check_reg
 
 __all__ = ["solve_sample", "OnlineOTResult", "sample_cost"]
@@ -174,10 +175,6 @@ def _as_weights(w, name, size, like):
     if not bool(torch.isfinite(t.detach()).all()) or bool((t.detach() < 0).any()):
         raise ValueError(f"{name} must be finite and non-negative")
     return t
-
-
-def _tiny_log(w):
-    return torch.log(w.clamp_min(torch.finfo(w.dtype).tiny))
 
 
 def _lse_rows(geo, v, eps):
@@ -447,10 +444,7 @@ def solve_sample(
             vl += (P * C).sum()
         value = (f * r).sum() + (g * c).sum()
         if rho is not None:
-            if not math.isinf(rho[0]):
-                value = value + rho[0] * (r * (_tiny_log(r) - la)).sum()
-            if not math.isinf(rho[1]):
-                value = value + rho[1] * (c * (_tiny_log(c) - lb)).sum()
+            value = value + relaxed_terms(r, c, a_t, b_t, la, lb, eps, rho)
 
     if grad == "envelope" and torch.is_grad_enabled() and (
         Xa.requires_grad or Xb.requires_grad or a_t.requires_grad or b_t.requires_grad

@@ -6,12 +6,18 @@ _LINEAR: dict = {}
 _QUADRATIC: dict = {}
 _NEEDS_REG: set = set()
 _GIBBS: set = set()
+_MAX_ITER: dict = {}
 
 __all__ = ["register_method", "get_method", "available_methods"]
 
 
-def register_method(name, *, needs_reg=False, quadratic=False, gibbs=False):
+def register_method(name, *, needs_reg=False, quadratic=False, gibbs=False,
+                    max_iter=None):
     """Register ``func(problem, options) -> dict`` under ``name``.
+
+    ``max_iter``: the method's default iteration budget (``max_iter=None`` in
+    :func:`skot.ot.solve`); None keeps the solve's default (1000 for linear
+    methods, 100 outer iterations for Gromov ones).
 
     ``gibbs=True``: with ``reg`` set (and ``reg_type="KL"``) the plan is
     ``exp((f_i + g_j - C_ij) / reg + log a_i + log b_j)`` at the returned
@@ -24,6 +30,8 @@ def register_method(name, *, needs_reg=False, quadratic=False, gibbs=False):
             _NEEDS_REG.add(name)
         if gibbs:
             _GIBBS.add(name)
+        if max_iter is not None:
+            _MAX_ITER[name] = int(max_iter)
         return func
 
     return deco
@@ -49,6 +57,11 @@ def get_method(name, *, quadratic=False):
 
 def needs_reg(name):
     return name in _NEEDS_REG
+
+
+def default_max_iter(name, fallback):
+    """The iteration budget of ``name`` when the caller gives ``max_iter=None``."""
+    return _MAX_ITER.get(name, fallback)
 
 
 def is_gibbs(name):

@@ -27,7 +27,12 @@ class OTResult:
         potentials are kept until then).
     value : float, array of shape (B,) or 0-d tensor
         Objective value, POT's convention: ``<M, P> + reg * KL(P | a b^T)`` for
-        entropic OT, plus the marginal penalties for unbalanced OT.
+        entropic OT. Unbalanced OT adds the marginal penalties, and every KL
+        is the generalised one, ``<p, log p/q> - |p| + |q|``: the objective the
+        iterations minimise, whose gradient in M is the plan. POT's
+        ``reg_type="entropy"`` value is the same; its ``reg_type="KL"`` value
+        (``sinkhorn_unbalanced``'s ``total_cost``) drops the mass terms and is
+        then identically 0 at the optimum.
     value_linear : same type as ``value``
         The linear part ``<M, P>``.
     potentials : tuple (f, g)

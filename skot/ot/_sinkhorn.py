@@ -73,6 +73,29 @@ def _log(x):
     return torch.log(x)
 
 
+def tiny_log(w):
+    """log w with 0 mapped to log(tiny) (finite) instead of -inf."""
+    return torch.log(w.clamp_min(torch.finfo(w.dtype).tiny))
+
+
+def relaxed_terms(r, c, a, b, la, lb, eps, rho, kl_ref=True):
+    r"""The terms that KL-relaxed marginals add to the primal value
+    :math:`\langle f, r\rangle + \langle g, c\rangle` (r, c the plan's
+    marginals, la, lb the log weights): the marginal penalties and the mass
+    terms of the generalised KL, KL(p|q) = <p, log p/q> - |p| + |q|, in the
+    entropic term and both penalties. This is the objective the iterations
+    minimise; without the mass terms (POT's ``sinkhorn_unbalanced``
+    ``total_cost``) the value is identically 0 at the optimum and its gradient
+    in the cost is 0, not the plan."""
+    mass = r.sum(-1)
+    value = eps * ((a.sum(-1) * b.sum(-1) if kl_ref else 0.0) - mass)
+    for rho_k, p, lq, q in ((rho[0], r, la, a), (rho[1], c, lb, b)):
+        if not math.isinf(rho_k):
+            kl = (p * (tiny_log(p) - lq)).sum(-1) - mass + q.sum(-1)
+            value = value + rho_k * kl
+    return value
+
+
 def _lse_rows(logK, beta):
     return torch.logsumexp(logK + beta.unsqueeze(-2), dim=-1)
 

@@ -10,7 +10,7 @@ import torch
 from . import _gromov, _linear  # noqa: F401  (register the methods)
 from ._gromov import LowRankGraph
 from ._linear import _warn_convergence
-from ._registry import get_method, needs_reg
+from ._registry import default_max_iter, get_method, needs_reg
 from ._result import OTResult
 from ._validation import (
     Problem,
@@ -146,7 +146,11 @@ def solve(
     method : str or None
         One of :func:`available_methods`. None picks ``"exact"`` (reg None),
         ``"unbalanced"`` (unbalanced set), ``"partial"`` (mass set) or ``"sinkhorn"``.
-    max_iter : int, default=1000 for entropic methods
+    max_iter : int, optional
+        Iteration budget. Default: 1000 (entropic methods), 1_000_000
+        network-simplex iterations (``"exact"``, and ``"partial"`` with
+        ``reg=None``, as :func:`ot.emd`'s ``numItermax``), 500 L-BFGS
+        iterations (``"sparse"``, as POT's ``smooth_ot_dual``).
     tol : float, default=1e-9 (float64); float32: max(1e-6, 0.2 eps max|M| / reg)
         Stopping threshold on the L1 marginal error (balanced constraints), on
         the L1 change of the marginals that an iteration makes (KL-relaxed
@@ -212,7 +216,9 @@ def solve(
     prob = check_problem(M, a, b)
     mask_t = check_mask(mask, prob.M)
     if max_iter is None:
-        max_iter = 1000
+        # exact partial OT runs POT's network simplex, as "exact" does
+        simplex = method == "partial" and reg is None
+        max_iter = default_max_iter("exact" if simplex else method, 1000)
     if tol is None:
         tol = _default_tol(prob.M, reg)
     opts = dict(

@@ -44,6 +44,21 @@ def test_exact_matches_pot_and_hungarian(rng):
     np.testing.assert_allclose(res.plan[rows, cols], 1 / 6, atol=1e-12)
 
 
+def test_exact_default_budget_solves_a_large_problem(rng):
+    # 500 x 400 needs more than 1000 network-simplex iterations: the default
+    # budget is POT's order (it was the entropic 1000, which stopped early)
+    M = rng.random((500, 400))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = so.solve(M)
+    assert res.converged
+    assert res.value == pytest.approx(ot.emd2(np.full(500, 1 / 500),
+                                              np.full(400, 1 / 400), M), rel=1e-9)
+    with pytest.warns(ConvergenceWarning, match="max_iter=10 "):
+        res = so.solve(M, max_iter=10)
+    assert not res.converged
+
+
 def test_exact_envelope_gradient_is_plan(rng):
     M, a, b = _problem(rng)
     Mt = torch.tensor(M, requires_grad=True)
@@ -93,8 +108,40 @@ def test_unbalanced_plan_matches_pot(rng, reg, rho):
     ref = ot.unbalanced.sinkhorn_unbalanced(a, b, M, reg, reg_m, stopThr=1e-15,
                                             numItermax=100000)
     np.testing.assert_allclose(res.plan, ref, atol=1e-7)
-    pot = ot.solve(M, a, b, reg=reg, unbalanced=rho, tol=1e-15, max_iter=100000)
-    assert res.value == pytest.approx(float(pot.value), abs=1e-8)
+    # value: the objective with generalised KLs, KL(p|q) = <p, log p/q> - |p| +
+    # |q| (POT 0.9's sinkhorn_unbalanced total_cost drops the mass terms and is
+    # then identically 0 at the optimum)
+    P = res.plan
+    ra, rb = (rho, rho) if np.isscalar(rho) else rho
+
+    def kl(p, q):
+        return (p * np.log(p / q)).sum() - p.sum() + q.sum()
+
+    objective = ((P * M).sum() + reg * kl(P, np.outer(a, b))
+                 + ra * kl(P.sum(1), a) + rb * kl(P.sum(0), b))
+    assert res.value == pytest.approx(objective, rel=1e-8)
+    # POT's reg_type="entropy" value keeps them: same convention
+    res = so.solve(M, a, b, reg=reg, unbalanced=rho, reg_type="entropy")
+    pot = ot.solve(M, a, b, reg=reg, unbalanced=rho, reg_type="entropy", tol=1e-15,
+                   max_iter=100000)
+    assert res.value == pytest.approx(float(pot.value), abs=1e-7)
+
+
+@pytest.mark.parametrize("reg_type", ["KL", "entropy"])
+@pytest.mark.parametrize("rho", [1.0, (0.5, 2.0), (np.inf, 1.0)])
+@pytest.mark.parametrize("grad", ["envelope", "autodiff"])
+def test_unbalanced_value_gradient_is_the_plan(rng, reg_type, rho, grad):
+    M, a, b = _problem(rng)
+    D = rng.normal(size=M.shape)
+    kw = dict(reg=0.1, unbalanced=rho, reg_type=reg_type, tol=1e-14, max_iter=100000)
+    h = 1e-6
+    fd = (so.solve(M + h * D, a, b, **kw).value
+          - so.solve(M - h * D, a, b, **kw).value) / (2 * h)
+    Mt = torch.tensor(M, requires_grad=True)
+    res = so.solve(Mt, torch.tensor(a), torch.tensor(b), grad=grad, **kw)
+    (gM,) = torch.autograd.grad(res.value, Mt)
+    torch.testing.assert_close(gM, res.plan.detach(), rtol=1e-8, atol=1e-10)
+    assert (gM.numpy() * D).sum() == pytest.approx(fd, rel=1e-6)
 
 
 def test_semi_relaxed_inf_side_keeps_that_marginal(rng):
@@ -121,6 +168,22 @@ def test_exact_partial_matches_pot(rng):
     ref = ot.partial.partial_wasserstein2(a, b, M, m=0.5)
     assert res.value == pytest.approx(ref, rel=1e-6)
     assert res.mass == pytest.approx(0.5, rel=1e-9)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_exact_partial_budget_and_costs_of_any_sign(rng, sign):
+    M, a, b = _problem(rng, 30, 20)
+    M = sign * M
+    res = so.solve(M, a, b, mass=0.6)
+    # the plan of fixed-mass partial OT is that of the cost shifted by a constant
+    ref = ot.partial.partial_wasserstein(a, b, M - M.min(), m=0.6)
+    assert res.converged
+    assert res.value == pytest.approx((ref * M).sum(), rel=1e-9)
+    assert res.plan.sum() == pytest.approx(0.6, rel=1e-9)
+    # running out of max_iter warns (POT's partial_wasserstein raises a ValueError)
+    with pytest.warns(ConvergenceWarning, match="method='partial'"):
+        res = so.solve(rng.random((200, 200)), mass=0.5, max_iter=10)
+    assert not res.converged
 
 
 def test_batched_equals_loop(rng):
@@ -271,6 +334,14 @@ def test_sparse_has_at_most_max_nz_per_column(rng):
     full = so.solve(M, a, b, reg=0.5, method="sparse", max_nz=8)
     ref = ot.smooth.smooth_ot_dual(a, b, M, 0.5, reg_type="l2")
     np.testing.assert_allclose(full.plan, ref, atol=1e-6)
+    assert full.converged and full.n_iter > 0
+
+
+def test_sparse_reports_its_budget(rng):
+    M = rng.random((60, 50))
+    with pytest.warns(ConvergenceWarning, match="method='sparse'"):
+        res = so.solve(M, reg=0.1, method="sparse", max_nz=3, max_iter=3)
+    assert not res.converged and res.n_iter == 3 and res.err > 1e-3
 
 
 # ------------------------------------------------------------------ properties
