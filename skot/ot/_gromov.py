@@ -476,28 +476,33 @@ def _value(M, Ca, Cb, P, alpha, grad):
     return fgw_objective(M, Ca, Cb, P, alpha)
 
 
-@register_method("fgw_exact", quadratic=True)
+@register_method("fgw_exact", quadratic=True, max_iter=10_000)
 def _fgw_exact(prob, opts):
     """Exact (local) fused GW by POT's conditional gradient."""
     import ot
 
     if opts.get("unbalanced") is not None:
         raise ValueError("method='fgw_exact' does not support unbalanced=; use 'fgw'")
-    max_iter = opts["max_iter"] if opts["max_iter"] is not None else 10_000
-    plans, ok = [], True
+    max_iter = int(opts["max_iter"])
+    plans, ok, n_iter = [], True, 0
     Ca, Cb, M = _dense(prob.Ca), _dense(prob.Cb), _dense(prob.M)
     for k in range(M.shape[0]):
         a, b = _np(prob.a[k]), _np(prob.b[k])
-        b = b * (a.sum() / b.sum())
+        b = b * (a.sum() / b.sum())  # exact-sum rounding for the LP (checked equal)
         plan, log = ot.gromov.fused_gromov_wasserstein(
             _np(M[k]), _np(Ca[k]), _np(Cb[k]), a, b,
             loss_fun="square_loss", alpha=opts["alpha"], log=True,
-            max_iter=int(max_iter), tol_rel=opts["tol"], tol_abs=opts["tol"],
+            max_iter=max_iter, tol_rel=opts["tol"], tol_abs=opts["tol"],
         )
+        # POT's conditional gradient logs one loss per iteration after the
+        # first; stopping at the budget means its tolerances were not met
+        it = len(log["loss"]) - 1
+        n_iter = max(n_iter, it)
+        ok = ok and it < max_iter
         plans.append(torch.as_tensor(np.asarray(plan), dtype=M.dtype,
                                      device=M.device))
     P = torch.stack(plans)
     value, value_linear = _value(prob.M, prob.Ca, prob.Cb, P, opts["alpha"],
                                  "envelope" if opts["grad"] != "detach" else "detach")
     return dict(plan=P, value=value, value_linear=value_linear, potentials=None,
-                n_iter=0, err=0.0, converged=ok)
+                n_iter=n_iter, err=0.0, converged=ok)

@@ -23,6 +23,9 @@ from ._validation import check_balanced, check_positive
 __all__ = []
 
 
+_RHO_HARD = 1e10  # rho / reg above which a KL-relaxed marginal is solved as hard
+
+
 def _unbalanced_pair(unbalanced):
     if unbalanced is None:
         return None
@@ -89,6 +92,11 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
     eps = opts["reg"]
     grad = opts["grad"]
     rho = _unbalanced_pair(opts.get("unbalanced"))
+    if rho is not None:
+        # rho / reg above 1e10: the relaxed plan is within 1e-9 (L1) of the
+        # hard constraint's, and the translation step (rho times a difference
+        # of log masses) would amplify rounding past reg: solved as hard
+        rho = tuple(math.inf if r > _RHO_HARD * eps else r for r in rho)
     kl_ref = opts["reg_type"].lower() == "kl"
     mask = opts.get("mask")
     _check_mask_feasible(mask, row_kind, col_kind)
@@ -290,6 +298,7 @@ def _partial(prob, opts):
             f"mass={mass!r} exceeds min(sum a, sum b) = {cap:.6g}; partial transport "
             "cannot move more mass than either side holds"
         )
+    mass = min(mass, cap)  # within rounding of the smaller side's total
     if opts["reg"] is None:
         return _pot_partial_exact(prob, opts, mass)
     return _entropic(prob, opts, "le", "le", total_mass=mass)
@@ -359,8 +368,8 @@ def _pot_partial_exact(prob, opts, mass):
     for k in range(prob.M.shape[0]):
         a, b, M = _np(prob.a[k]), _np(prob.b[k]), _np(prob.M[k])
         n, m = M.shape
-        a_ext = np.append(a, b.sum() - mass)
-        b_ext = np.append(b, a.sum() - mass)
+        a_ext = np.append(a, max(b.sum() - mass, 0.0))
+        b_ext = np.append(b, max(a.sum() - mass, 0.0))
         b_ext *= a_ext.sum() / b_ext.sum()  # exact-sum rounding for the LP
         M_ext = np.zeros((n + 1, m + 1))
         M_ext[:n, :m] = M

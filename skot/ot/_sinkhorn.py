@@ -91,9 +91,18 @@ def relaxed_terms(r, c, a, b, la, lb, eps, rho, kl_ref=True):
     value = eps * ((a.sum(-1) * b.sum(-1) if kl_ref else 0.0) - mass)
     for rho_k, p, lq, q in ((rho[0], r, la, a), (rho[1], c, lb, b)):
         if not math.isinf(rho_k):
-            kl = (p * (tiny_log(p) - lq)).sum(-1) - mass + q.sum(-1)
-            value = value + rho_k * kl
+            value = value + rho_k * _kl_mass(p, lq, q)
     return value
+
+
+def _kl_mass(p, lq, q):
+    """Generalised KL(p|q) as sum q (x log x - x + 1), x = p / q, written
+    e^d d - expm1(d) with d = log x: for p near q (a large rho) the direct
+    form <p, log p/q> - |p| + |q| loses it to cancellation, which rho then
+    multiplies (float32, rho / reg = 1e10: values off by 20)."""
+    d = tiny_log(p) - lq
+    t = torch.exp(d) * d - torch.expm1(d)
+    return torch.where(p > 0, q * t, q).sum(-1)
 
 
 def _lse_rows(logK, beta):
@@ -124,7 +133,8 @@ def translation_step(f, g, logw_a, logw_b, rho_a, rho_b):
     Sinkhorn, Sejourne et al. 2022). Potentials in cost units, shapes (..., n)
     and (..., m); returns lam of shape (...).
     """
-    return rho_a * rho_b / (rho_a + rho_b) * (
+    # rho_a rho_b / (rho_a + rho_b), without overflow of the product
+    return 1.0 / (1.0 / rho_a + 1.0 / rho_b) * (
         torch.logsumexp(logw_a - f / rho_a, dim=-1)
         - torch.logsumexp(logw_b - g / rho_b, dim=-1))
 
@@ -394,8 +404,10 @@ def sinkhorn_core(
                 ok = bool(torch.isfinite(st.f()).all() and torch.isfinite(st.g()).all())
             if not ok:
                 raise FloatingPointError(
-                    "non-finite potentials in Sinkhorn; please report this with the "
-                    "inputs"
+                    f"non-finite potentials in Sinkhorn ({C.dtype}, reg={eps:.3g}, "
+                    f"max|M| / reg = {float(C.detach().abs().max()) / eps:.3g}): the "
+                    "cost in units of reg overflows this dtype; scale M down, "
+                    "raise reg or solve in float64"
                 )
             if use_kernel:
                 absorb()

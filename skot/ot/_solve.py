@@ -14,6 +14,7 @@ from ._registry import default_max_iter, get_method, needs_reg
 from ._result import OTResult
 from ._validation import (
     Problem,
+    check_balanced,
     _to_tensor,
     all_finite,
     check_cost,
@@ -30,8 +31,13 @@ _GRADS = ("autodiff", "envelope", "detach")
 _REG_TYPES = ("kl", "entropy")
 
 
-def _check_common(reg, reg_type, grad, max_iter, tol):
+def _check_common(reg, reg_type, grad, max_iter, tol, unbalanced_type="KL"):
     reg = check_reg(reg)
+    if not isinstance(unbalanced_type, str) or unbalanced_type.upper() != "KL":
+        raise ValueError(
+            f"unbalanced_type must be 'KL' (KL-relaxed marginals), got "
+            f"{unbalanced_type!r}"
+        )
     if grad not in _GRADS:
         raise ValueError(f"grad must be one of {_GRADS}, got {grad!r}")
     if not isinstance(reg_type, str) or reg_type.lower() not in _REG_TYPES:
@@ -51,14 +57,17 @@ def _check_max_iter(value, name):
 def _default_tol(M, reg):
     """1e-9 in float64; in lower precision the marginal error cannot go below the
     rounding of (f + g - M) / reg, about eps * max|M| / reg, so the default is
-    max(1e-6, 0.2 * eps * max|M| / reg)."""
+    max(1e-6, 0.2 * eps * max|M| / reg), capped at 1e-3: past that, float32
+    cannot hold the marginals to 0.1% (max|M| / reg above about 4e4), and the
+    solve runs to max_iter and warns instead of stopping at once on a bound
+    that any plan meets (an L1 error is at most 2)."""
     if M.dtype == torch.float64:
         return 1e-9
     if reg is None:
         return 1e-6
     with torch.no_grad():
         scale = float(M.abs().max())
-    return max(1e-6, 0.2 * torch.finfo(M.dtype).eps * scale / reg)
+    return min(1e-3, max(1e-6, 0.2 * torch.finfo(M.dtype).eps * scale / reg))
 
 
 def _finish(res, method, max_iter, batched, numpy_io):
@@ -139,7 +148,10 @@ def solve(
     reg_type : {"KL", "entropy"}, default="KL"
         Entropic term: ``KL(P | a b^T)`` or the negative entropy of P.
     unbalanced : float, pair of floats or None
-        KL marginal relaxation ρ (``inf`` on one side = semi-relaxed).
+        KL marginal relaxation ρ (``inf`` on one side = semi-relaxed). A ρ
+        above ``1e10 * reg`` is solved as a hard constraint (its plan is then
+        within 1e-9, L1, of the relaxed one; the relaxed iterations would lose
+        the potentials to rounding).
     unbalanced_type : {"KL"}, default="KL"
     mass : float or None
         Total transported mass (``method="partial"``, ``"total"``).
@@ -151,7 +163,7 @@ def solve(
         network-simplex iterations (``"exact"``, and ``"partial"`` with
         ``reg=None``, as :func:`ot.emd`'s ``numItermax``), 500 L-BFGS
         iterations (``"sparse"``, as POT's ``smooth_ot_dual``).
-    tol : float, default=1e-9 (float64); float32: max(1e-6, 0.2 eps max|M| / reg)
+    tol : float, default=1e-9 (float64); float32: max(1e-6, 0.2 eps max|M| / reg), at most 1e-3
         Stopping threshold on the L1 marginal error (balanced constraints), on
         the L1 change of the marginals that an iteration makes (KL-relaxed
         marginals: each potential's change weighted by its row's or column's
@@ -169,7 +181,11 @@ def solve(
     max_nz : int, optional
         ``method="sparse"``: at most ``max_nz`` non-zeros per column.
     potentials_init : tuple (f, g), optional
-        Warm start for the entropic solvers (potentials of an earlier result).
+        Warm start for the entropic solvers (potentials of an earlier result),
+        shaped like ``a`` and ``b``. With ``grad="autodiff"`` the gradient is
+        that of the iterations run from this start, held constant: a start
+        near the optimum leaves few iterations and a truncated gradient; use
+        ``grad="envelope"`` for the gradient of the optimum.
     geometry : {"kernel", "log"}, default="kernel"
         How the entropic iterations are computed (see :mod:`skot.ot._sinkhorn`);
         both give the same result, ``"kernel"`` is faster.
@@ -194,7 +210,7 @@ def solve(
     >>> np.allclose(res.plan.sum(1), 0.5)
     True
     """
-    reg, tol = _check_common(reg, reg_type, grad, max_iter, tol)
+    reg, tol = _check_common(reg, reg_type, grad, max_iter, tol, unbalanced_type)
     if method is None:
         if unbalanced is not None:
             method = "unbalanced"
@@ -212,9 +228,18 @@ def solve(
             f"unbalanced={unbalanced!r} is only used by method='unbalanced', "
             f"got method={method!r}"
         )
+    if mass is not None and method not in ("partial", "total"):
+        raise ValueError(
+            f"mass={mass!r} is only used by method='partial' or 'total', "
+            f"got method={method!r}"
+        )
     mass = check_positive(mass, "mass")
     prob = check_problem(M, a, b)
     mask_t = check_mask(mask, prob.M)
+    if potentials_init is not None:
+        potentials_init = _check_potentials_init(potentials_init, prob)
+    if geometry not in ("kernel", "log"):
+        raise ValueError(f"geometry must be 'kernel' or 'log', got {geometry!r}")
     if max_iter is None:
         # exact partial OT runs POT's network simplex, as "exact" does
         simplex = method == "partial" and reg is None
@@ -229,6 +254,27 @@ def solve(
     )
     res = func(prob, opts)
     return _finish(res, method, max_iter, prob.batched, prob.numpy_io)
+
+
+def _check_potentials_init(pots, prob):
+    """A pair (f, g) shaped like a and b (batched or not), finite."""
+    if not (isinstance(pots, (tuple, list)) and len(pots) == 2):
+        raise ValueError(
+            f"potentials_init must be a pair (f, g), got {type(pots).__name__}"
+        )
+    out = []
+    for name, p, w in (("f", pots[0], prob.a), ("g", pots[1], prob.b)):
+        t = _to_tensor(p, f"potentials_init {name}", like=prob.M)
+        shape = tuple(w.shape) if prob.batched else tuple(w.shape[1:])
+        if tuple(t.shape) != shape:
+            raise ValueError(
+                f"potentials_init {name} has shape {tuple(t.shape)}; expected {shape} "
+                f"(that of {'a' if name == 'f' else 'b'})"
+            )
+        if not all_finite(t):
+            raise ValueError(f"potentials_init {name} contains NaN or inf")
+        out.append(t)
+    return tuple(out)
 
 
 def _check_graph(C, name, size, like, batched):
@@ -376,12 +422,20 @@ def solve_gromov(
         Only the square loss is implemented.
     unbalanced : float or pair, optional
         KL relaxation of the marginals (entropic solver only).
+    unbalanced_type : {"KL"}, default="KL"
     method : {"fgw", "fgw_exact"} or None
-    max_iter : int, default=100 outer iterations
+    max_iter : int, optional
+        Outer iterations (linearisations): default 100 for ``"fgw"``, 10000
+        for ``"fgw_exact"`` (POT's conditional gradient default).
     tol : float, default=1e-7
         Stop when the plan changes by less than ``tol`` in Frobenius norm
         between two linearisations (POT's rule for entropic FGW).
     grad : {"autodiff", "envelope", "detach"}
+        ``"envelope"``: the gradient of the objective at the returned plan held
+        fixed (as POT's). For ``"fgw_exact"`` at a (local) optimum that is the
+        gradient of ``value``; for entropic FGW ``value`` leaves the entropic
+        term out, so it is the gradient of the full regularised objective, not
+        of ``value``.
     inner_max_iter : int, default=1000
         Sinkhorn iterations per linearisation (``method="fgw"``).
     inner_tol : float, default=1e-9 (float64), 1e-6 (float32)
@@ -412,7 +466,7 @@ def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
     inflated c times), stop when q < 1 and :math:`\Delta_k\, q / (1 - q)` is
     below ``tol`` (the geometric bound on :math:`\|P_k - P_\infty\|_F`).
     """
-    reg, tol = _check_common(reg, reg_type, grad, max_iter, tol)
+    reg, tol = _check_common(reg, reg_type, grad, max_iter, tol, unbalanced_type)
     if loss != "L2":
         raise ValueError(f"loss={loss!r} is not supported; only loss='L2' is")
     alpha = check_positive(alpha, "alpha", strict=False)
@@ -423,6 +477,8 @@ def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
     func = get_method(method, quadratic=True)
     if needs_reg(method) and reg is None:
         raise ValueError(f"method={method!r} needs reg > 0, got reg=None")
+    if method == "fgw_exact" and reg is not None:
+        raise ValueError(f"method='fgw_exact' solves unregularised FGW; got reg={reg!r}")
     Ca_t, a_shape, numpy_io = _graph_tensor(Ca, "Ca")
     if len(a_shape) not in (2, 3):
         raise ValueError(f"Ca must have shape (n, n) or (B, n, n), got {a_shape}")
@@ -445,8 +501,10 @@ def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
                            like, True)
     prob.Cb = _check_graph(Cb if isinstance(Cb, LowRankGraph) else Cb_t, "Cb", m_m,
                            like, True)
+    if unbalanced is None:
+        check_balanced(prob.a, prob.b)
     if max_iter is None:
-        max_iter = 100
+        max_iter = default_max_iter(method, 100)
     if tol is None:
         tol = 1e-7
     opts = dict(

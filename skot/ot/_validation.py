@@ -64,7 +64,18 @@ def _to_tensor(x, name, like=None):
             np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
         ):
             raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+        if np.iscomplexobj(arr):
+            raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
         t = as_tensor(arr)
+    if t.is_complex():
+        raise TypeError(f"{name} must be real, got complex dtype {t.dtype}")
+    if like is None and t.dtype in (torch.float16, torch.bfloat16):
+        # the kernel's exp under/overflows at half precision's range: all-zero
+        # plans reported as converged
+        raise TypeError(
+            f"{name} has dtype {t.dtype}; skot.ot solves in float32 or float64 "
+            "(cast the inputs, e.g. with .float())"
+        )
     if like is not None:
         t = t.to(device=like.device, dtype=like.dtype)
     elif not t.is_floating_point():

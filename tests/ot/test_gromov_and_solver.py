@@ -7,6 +7,7 @@ import ot
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 
 import skot.ot as so
 
@@ -80,6 +81,25 @@ def test_gromov_bad_input(rng):
         so.solve_gromov(Ca, Cb, M, loss="KL")
     with pytest.raises(ValueError, match="solve_gromov"):
         so.solve(M, reg=0.1, method="fgw")
+    with pytest.raises(ValueError, match="unbalanced_type"):
+        so.solve_gromov(Ca, Cb, M, reg=0.1, unbalanced=0.5, unbalanced_type="partial")
+    with pytest.raises(ValueError, match="fgw_exact"):
+        so.solve_gromov(Ca, Cb, M, reg=0.1, method="fgw_exact")
+    n, m = M.shape
+    for reg in (0.1, None):  # balanced: equal masses, as in solve
+        with pytest.raises(ValueError, match="different total mass"):
+            so.solve_gromov(Ca, Cb, M, np.ones(n) / n, 2 * np.ones(m) / m, reg=reg)
+
+
+def test_fgw_exact_budget_and_convergence_flag(rng):
+    Ca, Cb, M = _graphs(rng)
+    res = so.solve_gromov(Ca, Cb, M)
+    ref = ot.gromov.fused_gromov_wasserstein2(M, Ca, Cb, alpha=0.5)
+    assert res.converged and res.n_iter >= 1
+    assert res.value == pytest.approx(ref, rel=1e-6)
+    with pytest.warns(ConvergenceWarning, match="fgw_exact"):
+        res = so.solve_gromov(Ca, Cb, M, max_iter=1)
+    assert not res.converged
 
 
 def test_available_methods_lists_everything():

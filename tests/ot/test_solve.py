@@ -393,6 +393,13 @@ def test_plans_are_valid(n, m, reg, seed, method):
         (dict(mass=5.0, reg=0.1), "mass"),
         (dict(reg=0.1, method="sparse"), "max_nz"),
         (dict(reg=0.1, unbalanced=-1.0), "unbalanced"),
+        (dict(reg=0.1, unbalanced=1.0, unbalanced_type="TV"), "unbalanced_type"),
+        (dict(reg=0.1, mass=0.3, unbalanced=1.0), "mass=0.3"),
+        (dict(mass=0.3, method="exact"), "mass=0.3"),
+        (dict(reg=0.1, geometry="foo"), "geometry"),
+        (dict(reg=0.1, potentials_init=(np.zeros(4), np.zeros(5))), "potentials_init f"),
+        (dict(reg=0.1, potentials_init=(np.full(5, np.nan), np.zeros(4))), "NaN"),
+        (dict(reg=0.1, potentials_init=np.zeros(5)), "pair"),
     ],
 )
 def test_bad_options_raise(rng, kwargs, match):
@@ -419,6 +426,32 @@ def test_bad_arrays_raise(rng):
         so.solve(np.ones((0, 3)), reg=0.1)
     with pytest.raises(ValueError, match="row"):
         so.solve(M, reg=0.1, mask=np.zeros((5, 4), bool))
+    with pytest.raises(TypeError, match="complex"):
+        so.solve(M + 1j, reg=0.1)
+    # half precision: the kernel underflows (all-zero plans reported converged)
+    for dtype in (torch.float16, torch.bfloat16):
+        with pytest.raises(TypeError, match="float32 or float64"):
+            so.solve(torch.tensor(M, dtype=dtype), reg=0.1)
+
+
+def test_float32_beyond_its_precision_warns_instead_of_stopping(rng):
+    # max|M| / reg = 1e8: float32 cannot hold the marginals; the default tol
+    # (capped at 1e-3) is not met and the solve says so, with a finite plan
+    M = torch.tensor(rng.random((6, 5)), dtype=torch.float32)
+    with pytest.warns(ConvergenceWarning):
+        res = so.solve(M, reg=1e-8, max_iter=50)
+    assert not res.converged and torch.isfinite(res.plan).all()
+    # a cost that overflows in units of reg: a clear error, not NaN
+    with pytest.raises(FloatingPointError, match="overflows"):
+        so.solve(M * 3e38, reg=1e-3, tol=1e-3)
+
+
+def test_huge_rho_is_finite(rng):
+    M, a, b = _problem(rng)
+    res = so.solve(M, a, b, reg=0.1, unbalanced=1e160)
+    ref = so.solve(M, a, b, reg=0.1)
+    assert res.converged
+    np.testing.assert_allclose(res.plan, ref.plan, atol=1e-6)
 
 
 @pytest.mark.gpu
