@@ -39,7 +39,9 @@ class SelectiveOTClassifier(BaseOTClassifier):
     The rows that receive the most mass are kept (exactly
     :math:`\lceil c n \rceil` of them, ties broken by the uncapped row mass) and
     labelled with the posterior's argmax; the others get ``reject_label``.
-    ``selection_score`` is that row mass (higher = kept first). Measured on
+    ``selection_score`` is that row mass (higher = kept first); at
+    ``coverage=1`` every row saturates and the plan is in closed form (each
+    row's softmax of :math:`-C/\varepsilon_s`), so no iterations run. Measured on
     Stanford Cars CLIP features at coverage 0.5: selective accuracy 83.7% and
     AURC 0.161 against 79.0% and 0.191 for the max-softmax baseline; the gain
     comes from the balanced-OT posterior (``class_prior="uniform"``), so pass
@@ -65,12 +67,24 @@ class SelectiveOTClassifier(BaseOTClassifier):
         Entropic regularisation of the class posterior (CLIP logit scale 1/reg).
     solver : str or OTSolver, default="sinkhorn"
         Solver of the class-posterior problem (see :class:`FGWZeroShotClassifier`).
+        Methods that need an option this class has no parameter for
+        (``"unbalanced"``, ``"partial"``, ``"sparse"``) take an
+        :class:`skot.ot.OTSolver` carrying it, e.g.
+        ``OTSolver("unbalanced", reg=0.01, unbalanced=0.5)``; a bare name fails
+        in ``fit``.
     class_prior : None, "uniform" or array-like of shape (n_classes,), default="uniform"
         Column marginal of the class-posterior problem (None: CLIP's softmax).
     batch_size : int, default=None
-        Rows per transductive batch.
-    max_iter : int, default=1000
-        Iteration budget of the OT solver.
+        Rows per transductive batch. Each batch is solved with ``class_prior``
+        as its column marginal, so a batch must look like the whole: shuffle
+        rows sorted by class, and keep batches well above ``n_classes`` rows
+        (Cars, 196 classes, rows in file order: 6.5% selective accuracy at
+        ``batch_size=64`` against 71% unbatched).
+    max_iter : int or None, default=None
+        Iteration budget of the OT solvers; None: 10000 for the entropic
+        methods (the problems are n x n_classes; few-shot prototypes at
+        ``reg=0.01`` took up to 3000), the method's own otherwise (1e6
+        network-simplex iterations for ``"exact"``, see :func:`skot.ot.solve`).
     random_state : None, int or RandomState, default=None
         Unused (deterministic); kept for API uniformity.
     device : str, default="cpu"
@@ -122,7 +136,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
         solver="sinkhorn",
         class_prior="uniform",
         batch_size=None,
-        max_iter=1000,
+        max_iter=None,
         random_state=None,
         device="cpu",
         verbose=0,
@@ -169,9 +183,21 @@ class SelectiveOTClassifier(BaseOTClassifier):
                 est = clone(est).fit(X, y)
             X = validate_data(self, X, dtype=[np.float64, np.float32],
                               ensure_min_samples=1)
+            n_est = getattr(est, "n_features_in_", None)
+            if n_est is not None and X.shape[1] != n_est:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but the wrapped estimator was "
+                    f"fitted on {n_est}"
+                )
             self.estimator_ = est
             self.classes_ = np.asarray(est.classes_)
             self.class_embeddings_ = None
+        if any(_same_label(c, self.reject_label) for c in self.classes_):
+            raise ValueError(
+                f"reject_label={self.reject_label!r} is one of the classes; abstained "
+                "rows could not be told from that class: choose a label outside "
+                "classes_"
+            )
         self._fit_prior()
         self._check_posterior_solver()
         return self
@@ -196,9 +222,20 @@ class SelectiveOTClassifier(BaseOTClassifier):
         C = -torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
         a = torch.full((n,), 1.0 / n, dtype=C.dtype, device=C.device)
         b = torch.ones(k, dtype=C.dtype, device=C.device)  # classes uncapped
-        mass = min(self.coverage, 1.0 - 1e-9)
-        res = solve(C, a, b, reg=self.selection_reg, mass=mass, reg_type="entropy",
-                    max_iter=self.max_iter, tol=1e-6, grad="detach")
+        if self.coverage >= 1.0:
+            # all of the mass: every row saturates and the columns are
+            # uncapped, so the plan is each row's softmax of -C / reg (column
+            # potentials 0), in closed form; the iterations crawl as the mass
+            # nears the total (float64, 200 rows: 1880 at mass 1 - 1e-9)
+            row = torch.ones(n, dtype=C.dtype, device=C.device)
+            lse = torch.logsumexp(-C / self.selection_reg, 1)
+            return row + 1e-6 * torch.sigmoid(lse - lse.mean())
+        # tol: as the posterior solves (1e-6 in float64, the solver's
+        # rounding-aware default in float32)
+        tol = 1e-6 if C.dtype == torch.float64 else None
+        res = solve(C, a, b, reg=self.selection_reg, mass=self.coverage,
+                    reg_type="entropy", max_iter=self._entropic_max_iter(), tol=tol,
+                    grad="detach")
         row = res.plan.sum(1) * n
         # saturated rows tie at 1: break ties by the uncapped log row mass
         g = res.potentials[1]
@@ -261,10 +298,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
         proba, score = self._assign(X)
         label_idx = to_numpy(proba.argmax(1))
         labels = self.classes_[label_idx]
-        if isinstance(self.reject_label, str) or labels.dtype.kind in "OUS":
-            out = labels.astype(object)
-        else:
-            out = labels.copy()
+        out = labels.astype(_output_dtype(labels.dtype, self.reject_label))
         keep = np.zeros(len(labels), dtype=bool)
         score = to_numpy(score)
         for sl in self._batches(len(labels)):
@@ -291,3 +325,23 @@ class SelectiveOTClassifier(BaseOTClassifier):
         from ..metrics import selective_accuracy
 
         return selective_accuracy(y, self.predict(X), reject_label=self.reject_label)
+
+
+def _same_label(c, label):
+    """Whether class c equals label (bool classes never equal an int label)."""
+    if isinstance(c, (bool, np.bool_)) != isinstance(label, (bool, np.bool_)):
+        return False
+    try:
+        return bool(c == label)
+    except (TypeError, ValueError):
+        return False
+
+
+def _output_dtype(dtype, reject_label):
+    """The labels' dtype when it holds ``reject_label`` exactly, else object
+    (bool or unsigned labels with -1, numbers with a string label)."""
+    if isinstance(reject_label, str) or dtype.kind in "OUSb":
+        return object
+    if np.can_cast(np.min_scalar_type(reject_label), dtype):
+        return dtype
+    return object

@@ -73,8 +73,16 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         Relative box width δ around the prior for ``solver="dbot"``.
     batch_size : int, default=None
         Rows per transductive batch in ``predict`` (None: all rows at once).
-    max_iter : int, default=1000
-        Iteration budget of the inner OT solver.
+        With a class prior each batch is solved with it as its column
+        marginal, so a batch must look like the whole: shuffle rows sorted by
+        class, and keep batches well above ``n_classes`` rows (Cars, 196
+        classes, uniform prior: 6% accuracy at ``batch_size=64`` in file
+        order, 44% shuffled, 63% unbatched).
+    max_iter : int or None, default=None
+        Iteration budget of the inner OT solver; None: 10000 for the entropic
+        methods (the problems are n x n_classes; few-shot prototypes at
+        ``reg=0.01`` took up to 3000), the method's own otherwise (1e6
+        network-simplex iterations for ``"exact"``, see :func:`skot.ot.solve`).
     n_outer : int, default=10
         Linearisation steps of the structure term (``alpha > 0``).
     random_state : None, int or RandomState, default=None
@@ -129,7 +137,7 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         unbalanced=1.0,
         box=0.5,
         batch_size=None,
-        max_iter=1000,
+        max_iter=None,
         n_outer=10,
         random_state=None,
         device="cpu",

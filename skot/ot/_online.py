@@ -325,7 +325,7 @@ def solve_sample(
     tol : float, default=None
         Stopping threshold on the L1 marginal error (balanced) or the change of the
         potentials in units of ``reg`` (unbalanced). None: 1e-9 in float64,
-        ``max(1e-6, 0.2 eps_dtype max C / reg)`` in lower precision (as
+        ``max(1e-6, eps_dtype max C / reg)``, at most 1e-3, in lower precision (as
         :func:`skot.ot.solve`).
     batch_size : int, default=None
         Rows per tile; None picks about 2**24 entries per tile.
@@ -388,7 +388,7 @@ def solve_sample(
             if Xa.dtype == torch.float64:
                 tol = 1e-9
             else:
-                tol = max(1e-6, 0.2 * torch.finfo(Xa.dtype).eps * geo.max_cost() / eps)
+                tol = min(1e-3, max(1e-6, torch.finfo(Xa.dtype).eps * geo.max_cost() / eps))
         ad, bd = a_t.detach(), b_t.detach()
         la, lb = _tiny_log(ad), _tiny_log(bd)  # KL reference a b^T
         phi_a = 1.0 if rho is None or math.isinf(rho[0]) else rho[0] / (rho[0] + eps)

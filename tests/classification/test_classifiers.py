@@ -239,3 +239,88 @@ def test_posterior_solver_missing_option_fails_in_fit(rng, cls, solver, match):
         pred = cls(class_embeddings=T, solver=OTSolver(solver, **option),
                    class_prior="uniform").fit(X).predict(X)
         assert pred.shape == (60,)
+
+
+def test_exact_posterior_uses_the_network_simplex_budget(rng):
+    # max_iter=None: "exact" keeps POT's budget (the entropic 1000 stopped the
+    # network simplex early: infeasible plans, warnings, wrong argmaxes)
+    import ot
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, _, T = _clip_like(rng, n=400, k=40)
+    clf = FGWZeroShotClassifier(T, solver="exact", class_prior="uniform").fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        P = clf.predict_proba(X)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Tn = T / np.linalg.norm(T, axis=1, keepdims=True)
+    ref = ot.emd(np.full(400, 1 / 400), np.full(40, 1 / 40), 1 - Xn @ Tn.T)
+    np.testing.assert_allclose(P, ref * 400, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_selective_full_coverage_keeps_every_row(rng, dtype):
+    # coverage=1 used to fail in float32 (mass 1 - 1e-9 above the rounded sum
+    # of the row weights) or crawl and warn; it is solved in closed form
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, _, T = _clip_like(rng, n=300, k=20)
+    X, T = X.astype(dtype), T.astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        for n in (2, 12, 23, 46, 47, 59, 61, 200, 300):
+            # a balanced prior needs batches above n_classes rows: CLIP's
+            # softmax posterior below that, to test the selection step alone
+            prior = "uniform" if n >= 200 else None
+            clf = SelectiveOTClassifier(T, coverage=1, class_prior=prior).fit(X[:n])
+            assert (clf.predict(X[:n]) != -1).all()
+    # its scores rank rows as the partial solve with almost all of the mass does
+    from skot.ot import solve
+    import torch
+
+    clf = SelectiveOTClassifier(T.astype(np.float64), coverage=1).fit(X.astype(float))
+    p = torch.as_tensor(clf.predict_proba(X.astype(float)))
+    C = -torch.log(p.clamp_min(1e-300))
+    res = solve(C, torch.full((300,), 1 / 300, dtype=p.dtype),
+                torch.ones(20, dtype=p.dtype), reg=0.3, mass=1 - 1e-9,
+                reg_type="entropy", tol=1e-12, max_iter=100000)
+    lse = torch.logsumexp((res.potentials[1] - C) / 0.3, 1)
+    ref = (res.plan.sum(1) * 300 + 1e-6 * torch.sigmoid(lse - lse.mean())).numpy()
+    np.testing.assert_allclose(clf.selection_score(X.astype(float)), ref, atol=1e-8)
+
+
+def test_selective_labels_that_cannot_hold_reject_label(rng):
+    X, y, T = _clip_like(rng, n=200, k=4)
+    for labels in (y < 2, y.astype(np.uint8)):
+        pred = SelectiveOTClassifier(coverage=0.5).fit(X, labels).predict(X)
+        assert pred.dtype == object
+        rejected = np.array([p is not True and p is not False and p == -1 for p in pred])
+        assert rejected.sum() == 100  # not cast to True or wrapped to 255
+        kept = pred[~rejected]
+        assert set(kept) <= set(labels.tolist())
+    pred = SelectiveOTClassifier(coverage=0.5).fit(X, y).predict(X)
+    assert pred.dtype == y.dtype and (pred == -1).sum() == 100
+    with pytest.raises(ValueError, match="reject_label=0 is one of the classes"):
+        SelectiveOTClassifier(T, reject_label=0).fit(X)
+
+
+def test_selective_wrapped_estimator_checks_feature_count(rng):
+    X, y, _ = _clip_like(rng, n=100, k=3)
+    lr = LogisticRegression().fit(X, y)
+    with pytest.raises(ValueError, match="fitted on 16"):
+        SelectiveOTClassifier(estimator=lr).fit(X[:, :10])
+
+
+def test_few_shot_default_solves_converge(shared_data):
+    # few-shot prototypes sit close to their own images: at reg 0.01 the
+    # balanced posterior took up to 3000 iterations (ConvergenceWarning at the
+    # former default max_iter=1000)
+    from sklearn.exceptions import ConvergenceWarning
+
+    d = shared_data / "clip-vitb32-stanford-cars"
+    X, y = np.load(d / "img_feats_val.npy"), np.load(d / "img_labels_val.npy")
+    X, y = X[y < 10].astype(np.float64), y[y < 10]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = SelectiveOTClassifier().fit(X, y)
+        assert clf.score(X, y) > 0.9
