@@ -7,7 +7,12 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -21,6 +26,10 @@ from ._modules import ContrastiveNet, TwoTower
 __all__ = ["OTContrastiveEmbedder"]
 
 
+#: losses whose inner OT problem is set by an ``OTSolver`` instance
+_PLAN_LOSSES = ("iot", "iot_total", "unbalanced", "dbot")
+
+
 def _rows_missing(A, name):
     """Rows that are entirely NaN (unpaired); partial NaN rows are an error."""
     nan = np.isnan(A)
@@ -28,8 +37,9 @@ def _rows_missing(A, name):
     part = nan.any(1) & ~full
     if part.any():
         raise ValueError(
-            f"{name} has {int(part.sum())} row(s) with some NaN entries; only rows "
-            f"that are entirely NaN (unpaired samples) are allowed"
+            f"{name} has {int(part.sum())} row(s) with some NaN entries (first: row "
+            f"{int(np.flatnonzero(part)[0])}); only rows that are entirely NaN "
+            f"(unpaired samples) are allowed"
         )
     if np.isinf(A).any():
         raise ValueError(f"{name} contains inf; embeddings must be finite")
@@ -43,7 +53,8 @@ def _alias(Y, y):
     return Y if Y is not None else y
 
 
-class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
+class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+                            BaseEstimator):
     r"""Train projection heads on paired features with an OT contrastive loss.
 
     Two residual heads (one per modality, initialised at the identity so the
@@ -69,6 +80,9 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
     (``"ncu"``). Rows that are entirely NaN in ``X`` or ``Y`` are unpaired
     samples (partially aligned data); with ``align_weight > 0`` an entropic OT
     regulariser between the latent clouds of the two modalities uses them.
+    ``transform`` and ``fit_transform`` embed the other rows and return an
+    all-NaN row for each all-NaN input row; ``score`` evaluates the rows that
+    are paired (not NaN in ``X`` nor in ``Y``).
 
     Parameters
     ----------
@@ -84,7 +98,9 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         the envelope gradient); an ``OTSolver`` instance sets the inner solve of
         the ``"iot*"``/``"unbalanced"``/``"dbot"`` losses: its ``grad``
         (``"envelope"``, or ``"autodiff"`` with a small ``max_iter`` for the
-        papers' unrolled iterations), ``max_iter`` and ``unbalanced``.
+        papers' unrolled iterations; ``"detach"`` leaves no gradient and is a
+        ``ValueError``), ``max_iter`` and ``unbalanced``. Note that
+        ``OTSolver``'s own default is ``grad="autodiff"``.
     n_components : int, default=None
         Output dimension (default: ``min(n_features_X, n_features_Y)``).
     heads : {"both", "x", "y"}, default="both"
@@ -139,8 +155,14 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         The two heads.
     history_ : skorch.History
     n_features_in_ : int
+        Number of features of ``X``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features of ``X``, when ``X`` has string column names.
     n_features_y_ : int
+        Number of features of ``Y``.
     n_components_ : int
+        Output dimension; ``get_feature_names_out()`` names the output columns
+        ``otcontrastiveembedder0``, ``otcontrastiveembedder1``, ...
 
     Examples
     --------
@@ -177,8 +199,9 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
 
     def __init__(self, loss="iot", *, reg=0.01, solver="sinkhorn", n_components=None,
                  heads="both", hidden=0, mix=0.075, uniformity=0.0, align_weight=0.0,
-                 align_form="pairwise", alpha=0.1, noise_ratio=0.1, max_epochs=10, batch_size=256, lr=1e-3, weight_decay=1e-4,
-                 device="cpu", random_state=None, verbose=0):
+                 align_form="pairwise", alpha=0.1, noise_ratio=0.1, max_epochs=10,
+                 batch_size=256, lr=1e-3, weight_decay=1e-4, device="cpu",
+                 random_state=None, verbose=0):
         self.loss = loss
         self.reg = reg
         self.solver = solver
@@ -231,6 +254,20 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
             raise ValueError("need at least 2 paired rows (finite in both X and Y)")
         return X, Y, mx, my
 
+    def _check_solver(self):
+        """Reject an ``OTSolver`` whose gradient mode cannot train the heads."""
+        if (isinstance(self.solver, OTSolver) and self.loss in _PLAN_LOSSES
+                and self.solver.grad not in ("envelope", "autodiff")):
+            raise ValueError(
+                f"solver=OTSolver(grad={self.solver.grad!r}) cannot train "
+                f"loss={self.loss!r}: the loss needs a gradient through the plan; "
+                f"use grad='envelope' or grad='autodiff'"
+            )
+
+    def _grad_mode(self):
+        """How the contrastive loss is differentiated through its inner plans."""
+        return self._options().get("grad", "envelope")
+
     def _options(self):
         if self.loss in ("fgw", "ufgw"):
             return {"alpha": self.alpha}
@@ -263,8 +300,10 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        self
+        self : OTContrastiveEmbedder
+            The fitted embedder.
         """
+        self._check_solver()
         X, Y, mx, my = self._validate_xy(X, _alias(Y, y))
         device = resolve_device(self.device)
         seed = self.random_state
@@ -299,13 +338,43 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
             # skorch warns that y=None is unusual for NeuralNet: it is intended
             warnings.filterwarnings("ignore", message=".*y=None.*")
             net.fit(data, None)
-        _report_warnings(caught)
+        _report_warnings(caught, self._convergence_advice())
         self.net_ = net
         self.module_ = net.module_
         self.history_ = net.history
         self.n_features_y_ = Y.shape[1]
         self.n_components_ = k
         return self
+
+    @property
+    def _n_features_out(self):
+        """Output dimension, for ``get_feature_names_out`` and ``set_output``
+        (:class:`~sklearn.base.ClassNamePrefixFeaturesOutMixin`)."""
+        return self.n_components_
+
+    def _convergence_advice(self):
+        """What non-converged inner solves mean for the gradients, per grad mode."""
+        envelope = ("differentiated at the plans reached (envelope gradients), an "
+                    "approximation of the converged plans' gradients that training "
+                    "can still use")
+        if self.loss not in _PLAN_LOSSES:
+            # fgw/ufgw/ncu silence their budgeted inner solves: only the
+            # alignment regulariser (envelope gradient) reports
+            return (f"They are the alignment regulariser's (align_weight > 0), "
+                    f"{envelope}; to converge, increase reg")
+        if self._grad_mode() == "autodiff":
+            msg = ("With solver grad='autodiff' the loss is differentiated through "
+                   "the unrolled iterations, so its gradients are exact for these "
+                   "truncated plans (the papers' unrolled mode, where a small "
+                   "max_iter is intended)")
+            if self.align_weight > 0:
+                msg += ("; those of the alignment regulariser (align_weight > 0), "
+                        f"if any, are {envelope}")
+            return (msg + ". To converge, increase reg or the budget with "
+                    "solver=OTSolver(grad='autodiff', max_iter=...) (memory grows "
+                    "with max_iter)")
+        return (f"The loss is {envelope}; to converge, increase reg or pass "
+                "solver=OTSolver(grad='envelope', max_iter=...)")
 
     def _embed(self, A, tower):
         self.module_.eval()
@@ -318,67 +387,138 @@ class OTContrastiveEmbedder(TransformerMixin, BaseEstimator):
         return np.concatenate(out) if out else np.zeros((0, self.n_components_),
                                                          dtype=np.float32)
 
+    def _check_y(self, Y):
+        """Validate ``Y`` against the fitted second modality."""
+        Y = check_array(Y, dtype=np.float32, ensure_all_finite=False, ensure_2d=False,
+                        input_name="Y")
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        if Y.shape[1] != self.n_features_y_:
+            raise ValueError(f"Y has {Y.shape[1]} features, but the embedder was "
+                             f"fitted with {self.n_features_y_}")
+        return Y
+
+    def _embed_rows(self, A, missing, tower):
+        """Embed the rows of ``A``; all-NaN rows (``missing``) give NaN rows."""
+        if not missing.any():
+            return self._embed(A, tower)
+        out = np.full((len(A), self.n_components_), np.nan, dtype=np.float32)
+        out[~missing] = self._embed(A[~missing], tower)
+        return out
+
     def transform(self, X, Y=None):
         """Embed X (and Y) in the shared space; each independently.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            First modality. A row that is entirely NaN (an unpaired sample, as
+            accepted by ``fit``) gives an all-NaN output row; a row with only
+            some NaN entries, or any inf, is a ``ValueError``.
         Y : array-like of shape (n_samples_y, n_features_y), default=None
-            Row counts of X and Y may differ (e.g. images vs class prompts).
+            Second modality, NaN rows as for ``X``. Row counts of X and Y may
+            differ (e.g. images vs class prompts).
 
         Returns
         -------
         X_emb : ndarray of shape (n_samples, n_components)
+            Unit-norm rows, NaN where the row of ``X`` is all-NaN. With
+            ``set_output(transform="pandas")`` a DataFrame whose columns are
+            ``get_feature_names_out()``.
         Y_emb : ndarray of shape (n_samples_y, n_components)
-            Only when ``Y`` is given (then a tuple is returned).
+            Only when ``Y`` is given (then the tuple ``(X_emb, Y_emb)`` is
+            returned). As for sklearn's CCA, ``set_output`` wraps only
+            ``X_emb``: ``Y_emb`` stays an ndarray.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float32)
-        zx = self._embed(X, "tower_x")
+        X = validate_data(self, X, reset=False, dtype=np.float32,
+                          ensure_all_finite=False)
+        mx = _rows_missing(X, "X")
+        if Y is not None:
+            Y = self._check_y(Y)
+            my = _rows_missing(Y, "Y")
+        zx = self._embed_rows(X, mx, "tower_x")
         if Y is None:
             return zx
-        Y = check_array(Y, dtype=np.float32, ensure_2d=False, input_name="Y")
-        if Y.ndim == 1:
-            Y = Y[:, None]
-        if Y.shape[1] != self.n_features_y_:
-            raise ValueError(f"Y has {Y.shape[1]} features, but the embedder was "
-                             f"fitted with {self.n_features_y_}")
-        return zx, self._embed(Y, "tower_y")
+        return zx, self._embed_rows(Y, my, "tower_y")
 
     def fit_transform(self, X, Y=None, *, y=None):
-        """Fit, then embed X (and Y when given)."""
+        """Fit on the pairs ``(X[i], Y[i])``, then embed X and Y.
+
+        Accepts what ``fit`` accepts (all-NaN rows are unpaired samples) and
+        returns what ``transform(X, Y)`` returns on the same data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            First modality; all-NaN rows are unpaired.
+        Y : array-like of shape (n_samples, n_features_y)
+            Second modality, row-aligned with X; all-NaN rows are unpaired.
+        y : array-like, default=None
+            Alias of ``Y``.
+
+        Returns
+        -------
+        X_emb : ndarray of shape (n_samples, n_components)
+            NaN rows where the row of ``X`` is all-NaN.
+        Y_emb : ndarray of shape (n_samples, n_components)
+            NaN rows where the row of ``Y`` is all-NaN. The pair
+            ``(X_emb, Y_emb)`` is returned, the convention of sklearn's CCA.
+        """
         Y = _alias(Y, y)
         return self.fit(X, Y).transform(X, Y)
 
     def score(self, X, Y=None, *, y=None):
         """Mean of X->Y and Y->X recall@1 over the paired rows.
 
+        Rows that are all-NaN in ``X`` or in ``Y`` (unpaired samples) are left
+        out: each paired ``X`` row retrieves among the paired ``Y`` rows and
+        vice versa.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            First modality; all-NaN rows are unpaired.
         Y : array-like of shape (n_samples, n_features_y)
+            Second modality, row-aligned with X; all-NaN rows are unpaired.
         y : array-like, default=None
             Alias of ``Y``.
 
         Returns
         -------
         recall : float
+            In [0, 1], higher is better.
+
+        Raises
+        ------
+        ValueError
+            If ``X`` and ``Y`` have different row counts, or no row is paired.
         """
         Y = _alias(Y, y)
         if Y is None:
             raise ValueError("score(X, Y) needs the paired features Y, got Y=None")
-        zx, zy = self.transform(X, Y)
-        if len(zx) != len(zy):
-            raise ValueError("score needs paired rows: X and Y must have the same length")
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float32,
+                          ensure_all_finite=False)
+        Y = self._check_y(Y)
+        if len(X) != len(Y):
+            raise ValueError(f"score needs paired rows: X has {len(X)} rows, Y has "
+                             f"{len(Y)}")
+        paired = ~_rows_missing(X, "X") & ~_rows_missing(Y, "Y")
+        if not paired.any():
+            raise ValueError("score needs at least one paired row (not all-NaN in X "
+                             "nor in Y); each row is all-NaN in X or in Y")
+        zx = self._embed(X[paired], "tower_x")
+        zy = self._embed(Y[paired], "tower_y")
         S = zx @ zy.T
         idx = np.arange(len(S))
         return float((np.mean(S.argmax(1) == idx) + np.mean(S.argmax(0) == idx)) / 2)
 
 
-def _report_warnings(caught):
+def _report_warnings(caught, advice):
     """Re-emit the warnings of a training run, the inner solvers' convergence
-    warnings (up to one per step) summed up in a single one."""
+    warnings (up to one per step) summed up in a single one that ends with
+    ``advice`` (what they mean for the gradients of the configured loss)."""
     conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):
@@ -387,8 +527,7 @@ def _report_warnings(caught):
         warnings.warn(
             f"{len(conv)} inner OT solve(s) during training stopped at their "
             f"iteration budget before the tolerance (first: {conv[0].message}). "
-            "The envelope gradients of such plans are still usable; to converge, "
-            "increase reg or pass solver=OTSolver(max_iter=...)",
+            f"{advice}",
             ConvergenceWarning,
             stacklevel=3,
         )

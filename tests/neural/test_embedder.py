@@ -235,3 +235,153 @@ def test_trains_on_cuda_like_on_cpu(pairs, loss, device="cuda"):
     np.testing.assert_allclose(zx, cpu.transform(X), atol=2e-3)
     np.testing.assert_allclose([h["train_loss"] for h in gpu.history_],
                                [h["train_loss"] for h in cpu.history_], rtol=1e-3)
+
+
+@pytest.fixture
+def unpaired(pairs):
+    # rows 0-4 have no X (unpaired captions), rows 5-9 no Y (unpaired images)
+    X, Y = pairs
+    Xn, Yn = X.copy(), Y.copy()
+    Xn[:5] = np.nan
+    Yn[5:10] = np.nan
+    return X, Y, Xn, Yn
+
+
+def test_fit_transform_accepts_what_fit_accepts(unpaired):
+    # fit takes all-NaN rows as unpaired samples; fit_transform did not
+    X, Y, Xn, Yn = unpaired
+    est = OTContrastiveEmbedder(max_epochs=1, random_state=0)
+    zx, zy = est.fit_transform(Xn, Yn)
+    assert zx.shape == (300, 16) and zy.shape == (300, 16)
+    # an all-NaN input row gives an all-NaN output row, the others are embedded
+    assert np.isnan(zx[:5]).all() and np.isnan(zy[5:10]).all()
+    assert np.isfinite(zx[5:]).all() and np.isfinite(zy[:5]).all()
+    assert np.isfinite(zy[10:]).all()
+    np.testing.assert_allclose(np.linalg.norm(zx[5:], axis=1), 1, atol=1e-5)
+    # the same embedding as transform, row by row
+    np.testing.assert_allclose(zx[5:], est.transform(X[5:]), atol=1e-6)
+    np.testing.assert_allclose(zy[:5], est.transform(X, Y[:5])[1], atol=1e-6)
+    np.testing.assert_array_equal(est.transform(Xn), zx)
+
+
+def test_score_uses_paired_rows_only(unpaired):
+    X, Y, Xn, Yn = unpaired
+    est = OTContrastiveEmbedder(max_epochs=1, random_state=0).fit(Xn, Yn)
+    s = est.score(Xn, Yn)
+    # unpaired rows are neither queries nor candidates
+    assert s == est.score(X[10:], Y[10:])
+    zx, zy = est.transform(X[10:], Y[10:])
+    S = zx @ zy.T
+    idx = np.arange(len(S))
+    manual = (np.mean(S.argmax(1) == idx) + np.mean(S.argmax(0) == idx)) / 2
+    assert s == pytest.approx(manual)
+    assert est.score(Xn, y=Yn) == s
+    # no paired row left
+    Xa, Ya = X[:10].copy(), Y[:10].copy()
+    Xa[:5] = np.nan
+    Ya[5:] = np.nan
+    with pytest.raises(ValueError, match="at least one paired row"):
+        est.score(Xa, Ya)
+    with pytest.raises(ValueError, match="X has 300 rows, Y has 30"):
+        est.score(X, Y[:30])
+
+
+def test_nan_rows_rejected_unless_whole(pairs):
+    # rows with only some NaN entries, and inf, stay errors everywhere
+    X, Y = pairs
+    est = OTContrastiveEmbedder(max_epochs=1, random_state=0).fit(X, Y)
+    Xp, Yp = X.copy(), Y.copy()
+    Xp[3, 0] = np.nan
+    Yp[4, :2] = np.nan
+    with pytest.raises(ValueError, match=r"X has 1 row\(s\) with some NaN .*row 3"):
+        est.transform(Xp)
+    with pytest.raises(ValueError, match=r"Y has 1 row\(s\) with some NaN .*row 4"):
+        est.transform(X, Yp)
+    with pytest.raises(ValueError, match="some NaN"):
+        est.score(Xp, Y)
+    with pytest.raises(ValueError, match="some NaN"):
+        OTContrastiveEmbedder(max_epochs=1).fit_transform(X, Yp)
+    Xi = X.copy()
+    Xi[0, 0] = np.inf
+    with pytest.raises(ValueError, match="X contains inf"):
+        est.transform(Xi)
+    with pytest.raises(ValueError, match="Y has 3 features"):
+        est.transform(X, Y[:, :3])
+
+
+def test_feature_names_out_and_pandas_output(pairs):
+    pd = pytest.importorskip("pandas")
+    X, Y = pairs
+    est = OTContrastiveEmbedder(n_components=4, max_epochs=1, random_state=0)
+    Xdf = pd.DataFrame(X, columns=[f"img{i}" for i in range(X.shape[1])],
+                       index=[f"r{i}" for i in range(len(X))])
+    est.fit(Xdf, Y)
+    names = [f"otcontrastiveembedder{i}" for i in range(4)]
+    np.testing.assert_array_equal(est.get_feature_names_out(), names)
+    z = est.transform(Xdf)
+    est.set_output(transform="pandas")
+    df = est.transform(Xdf)
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns) == names and list(df.index) == list(Xdf.index)
+    np.testing.assert_array_equal(df.to_numpy(), z)
+    # with Y, sklearn's wrapper wraps only the first element (as for CCA)
+    dx, zy = est.transform(Xdf, Y[:7])
+    assert isinstance(dx, pd.DataFrame) and list(dx.columns) == names
+    assert isinstance(zy, np.ndarray) and zy.shape == (7, 4)
+    dx, zy = est.fit_transform(Xdf, Y)
+    assert isinstance(dx, pd.DataFrame) and dx.shape == (300, 4)
+    assert isinstance(zy, np.ndarray) and zy.shape == (300, 4)
+
+
+# the set_output checks are not among parametrize_with_checks' checks
+@pytest.mark.parametrize("check", [
+    "check_transformer_get_feature_names_out",
+    "check_transformer_get_feature_names_out_pandas",
+    "check_get_feature_names_out_error",
+    "check_set_output_transform",
+    pytest.param("check_set_output_transform_pandas",
+                 marks=pytest.mark.xfail(reason=TWO_VIEW, strict=True)),
+    pytest.param("check_global_output_transform_pandas",
+                 marks=pytest.mark.xfail(reason=TWO_VIEW, strict=True)),
+])
+def test_sklearn_set_output_checks(check):
+    pytest.importorskip("pandas")
+    from sklearn.utils import estimator_checks
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        getattr(estimator_checks, check)("OTContrastiveEmbedder",
+                                         OTContrastiveEmbedder(max_epochs=2))
+
+
+@pytest.mark.parametrize("grad", ["autodiff", "envelope"])
+def test_convergence_warning_matches_grad_mode(pairs, grad):
+    # the summary said "envelope gradients ... still usable" also for the
+    # unrolled (autodiff) mode the docstring recommends
+    from skot.ot import OTSolver
+
+    X, Y = pairs
+    emb = OTContrastiveEmbedder(solver=OTSolver("sinkhorn", grad=grad, max_iter=2),
+                                max_epochs=1, reg=0.005, batch_size=100, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="inner OT solve") as rec:
+        emb.fit(X, Y)
+    (msg,) = [str(w.message) for w in rec if issubclass(w.category, ConvergenceWarning)]
+    if grad == "autodiff":
+        assert "unrolled iterations" in msg and "exact for these truncated" in msg
+        assert "envelope" not in msg
+        assert "OTSolver(grad='autodiff', max_iter=...)" in msg
+    else:
+        assert "envelope gradients" in msg and "unrolled" not in msg
+        # OTSolver's default grad is autodiff: the advice names the mode
+        assert "OTSolver(grad='envelope', max_iter=...)" in msg
+
+
+def test_detach_solver_is_a_clear_error(pairs):
+    # grad="detach" leaves the loss without a gradient: torch failed mid-training
+    from skot.ot import OTSolver
+
+    X, Y = pairs
+    emb = OTContrastiveEmbedder(solver=OTSolver(grad="detach"), max_epochs=1)
+    with pytest.raises(ValueError, match=r"solver=OTSolver\(grad='detach'\)"):
+        emb.fit(X, Y)
+    assert not hasattr(emb, "net_")
