@@ -6,10 +6,20 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    OneToOneFeatureMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    check_array,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
 from .._backend import as_tensor, resolve_device, to_numpy
 from ..ot import OTSolver, available_methods, get_solver
@@ -17,6 +27,7 @@ from ._kernel_mi import (
     bandwidth,
     conditional_weights,
     gaussian_kernel,
+    log_gaussian_kernel,
     mutual_information,
     solve_infoot,
 )
@@ -24,10 +35,45 @@ from ._kernel_mi import (
 __all__ = ["InfoOTAligner"]
 
 
+def _check_sample_domain(sample_domain, n_rows):
+    """Validate SKADA's ``sample_domain``: one finite non-zero number per row."""
+    sd = np.asarray(sample_domain)
+    if sd.shape != (n_rows,):
+        raise ValueError(
+            f"sample_domain has shape {sd.shape}; expected ({n_rows},), one domain "
+            "per row of X"
+        )
+    if not (np.issubdtype(sd.dtype, np.integer)
+            or np.issubdtype(sd.dtype, np.floating)):
+        raise TypeError(
+            f"sample_domain must hold numbers (> 0 source, < 0 target); got dtype "
+            f"{sd.dtype}"
+        )
+    if not np.isfinite(sd).all():
+        raise ValueError("sample_domain must be finite (> 0 source, < 0 target); got "
+                         f"{int((~np.isfinite(sd)).sum())} non-finite entries")
+    if (sd == 0).any():
+        raise ValueError("sample_domain must be non-zero (> 0 source, < 0 target); got "
+                         f"{int((sd == 0).sum())} zero entries")
+    return sd
+
+
+def _check_spread(Z, name):
+    """The kernel bandwidth needs at least two distinct rows."""
+    if len(Z) < 2 or not (np.ptp(Z, axis=0) > 0).any():
+        n = len(Z)
+        raise ValueError(
+            f"InfoOTAligner needs at least 2 distinct {name} rows to define the "
+            f"{name} kernel bandwidth; got {n} sample{'' if n == 1 else 's'}"
+            f"{'' if n == 1 else ', all identical'}"
+        )
+
+
 def _split_domains(X, y, sample_domain):
     """SKADA's convention: positive domain = source, negative = target.
 
-    With ``sample_domain=None``, rows whose label is -1 are the targets.
+    With ``sample_domain=None``, rows whose label is -1 are the targets. ``X``,
+    ``y`` are already validated.
     """
     if sample_domain is None:
         if y is None or not np.any(np.asarray(y) == -1):
@@ -40,13 +86,7 @@ def _split_domains(X, y, sample_domain):
             every = np.ones(len(X), dtype=bool)
             return every, every
         sample_domain = np.where(np.asarray(y) == -1, -2, 1)
-    sd = np.asarray(sample_domain)
-    if sd.shape != (len(X),):
-        raise ValueError(
-            f"sample_domain has shape {sd.shape}; expected ({len(X)},), one domain per row"
-        )
-    if (sd == 0).any():
-        raise ValueError("sample_domain must be non-zero (> 0 source, < 0 target)")
+    sd = _check_sample_domain(sample_domain, len(X))
     src, tgt = sd > 0, sd < 0
     if not src.any() or not tgt.any():
         raise ValueError(
@@ -56,7 +96,7 @@ def _split_domains(X, y, sample_domain):
     return src, tgt
 
 
-class InfoOTAligner(TransformerMixin, BaseEstimator):
+class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     r"""Information-maximising OT alignment of a source domain onto a target.
 
     Fused InfoOT :cite:`chuang2023infoot` couples source rows :math:`x_i` and
@@ -83,6 +123,15 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
 
         T(x) = \frac{\sum_j w_j(x) y_j}{\sum_j w_j(x)}, \qquad
         w_j(x) = \frac{(k_x(x)^\top \Gamma K^y)_j}{f_Y(y_j)}.
+
+    The weights are normalised in the log domain, so a row far from every
+    fitted source row (where the kernel underflows) is mapped by its nearest
+    source rows instead of to zero.
+
+    Like SKADA's adapters, ``fit`` and ``transform`` request ``sample_domain``
+    by default under scikit-learn's metadata routing, so
+    ``skada.make_da_pipeline`` (and any routing-enabled pipeline) passes it on
+    without ``set_fit_request``/``set_transform_request`` calls.
 
     Parameters
     ----------
@@ -126,6 +175,9 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
         :math:`\hat I` of the fitted plan.
     n_iter_ : int
     n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined only when ``X`` has string feature names; ``transform`` keeps
+        the input features (see ``get_feature_names_out``).
 
     Examples
     --------
@@ -138,6 +190,10 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
     >>> bool(al.transform_source(Xs).mean() > 2)
     True
     """
+
+    # as SKADA's BaseAdapter: route sample_domain by default (metadata routing)
+    __metadata_request__fit = {"sample_domain": True}
+    __metadata_request__transform = {"sample_domain": True}
 
     _parameter_constraints: dict = {
         "reg": [Interval(Real, 0, None, closed="neither")],
@@ -186,25 +242,60 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
             > 0 for source rows, < 0 for target rows (SKADA's convention).
         X_target : array-like of shape (n_target, n_features_target), default=None
             Target rows in another space (plain InfoOT); then every row of X is a
-            source row.
+            source row (a ``sample_domain`` given with it must be all > 0).
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            If ``y`` or ``sample_domain`` does not have one entry per row of
+            ``X``, if ``sample_domain`` has zero or non-finite entries or lacks
+            source or target rows, or if the source or the target rows have
+            fewer than 2 distinct rows (the kernel bandwidth is then 0); also
+            for a ``sample_domain`` with target rows given with ``X_target``,
+            and an ``X_target`` that is not a non-empty 2-D array.
+        TypeError
+            If ``sample_domain`` does not hold numbers.
         """
         if isinstance(self.solver, str) and self.solver not in available_methods():
             raise ValueError(f"solver={self.solver!r} is not a known OT method")
         X = validate_data(self, X, dtype=[np.float64, np.float32])
+        if y is not None:
+            y = column_or_1d(y, input_name="y")
+            if len(y) != len(X):
+                raise ValueError(
+                    f"y has {len(y)} entries but X has {len(X)} rows; pass one label "
+                    "per row of X (-1 for target rows)"
+                )
         if X_target is not None:
+            if sample_domain is not None:
+                sd = _check_sample_domain(sample_domain, len(X))
+                if (sd < 0).any():
+                    raise ValueError(
+                        "with X_target every row of X is a source row, but "
+                        f"sample_domain marks {int((sd < 0).sum())} rows as target "
+                        "(< 0)"
+                    )
+            shape = np.shape(X_target)
+            if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
+                raise ValueError(
+                    "X_target must be 2-D, of shape (n_target, n_features_target) with "
+                    f"at least one row and column; got shape {shape}"
+                )
             Xs = X
             Xt = check_array(X_target, dtype=X.dtype, input_name="X_target")
-            ys = None if y is None else np.asarray(y)
+            ys = y
             fused = False
         else:
             src, tgt = _split_domains(X, y, sample_domain)
             Xs, Xt = X[src], X[tgt]
-            ys = None if y is None else np.asarray(y)[src]
+            ys = None if y is None else y[src]
             fused = True
+        _check_spread(Xs, "source")
+        _check_spread(Xt, "target")
         device = resolve_device(self.device)
         S = as_tensor(Xs, device=device)
         T = as_tensor(Xt, device=device, dtype=S.dtype)
@@ -282,8 +373,9 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
     def _weights(self, X):
         S = as_tensor(self.X_source_, device=self._plan_t.device)
         Q = as_tensor(X, device=S.device, dtype=S.dtype)
-        Kq = gaussian_kernel(Q, S, self.bandwidth_source_)
-        return conditional_weights(Kq, self._plan_t.to(S.dtype), self._Ky.to(S.dtype))
+        log_Kq = log_gaussian_kernel(Q, S, self.bandwidth_source_)
+        return conditional_weights(log_Kq, self._plan_t.to(S.dtype),
+                                   self._Ky.to(S.dtype))
 
     def transform_source(self, X):
         """Map source rows into the target domain.
@@ -300,6 +392,10 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return self._transform_source(X)
+
+    def _transform_source(self, X):
+        """:meth:`transform_source` of an already validated ``X``."""
         Yt = self.X_target_
         if self.projection == "barycentric":
             if X.shape != self.X_source_.shape or not np.allclose(X, self.X_source_):
@@ -320,26 +416,32 @@ class InfoOTAligner(TransformerMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features)
         sample_domain : array-like of shape (n_samples,), default=None
             > 0 source, < 0 target; None means every row is a target row
-            (SKADA's inference-time default), returned unchanged.
+            (SKADA's inference-time default), returned unchanged. Requested by
+            default under metadata routing.
 
         Returns
         -------
         X_out : ndarray of shape (n_samples, n_features)
+
+        Raises
+        ------
+        ValueError
+            If ``sample_domain`` does not have one finite, non-zero entry per row.
+        TypeError
+            If ``sample_domain`` does not hold numbers.
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         if sample_domain is None:
             return X
-        sd = np.asarray(sample_domain)
-        if sd.shape != (len(X),):
-            raise ValueError(f"sample_domain has shape {sd.shape}; expected ({len(X)},)")
+        sd = _check_sample_domain(sample_domain, len(X))
         out = X.copy()
         src = sd > 0
         if src.any():
             if self.X_target_.shape[1] != X.shape[1]:
                 raise ValueError("source and target spaces differ (X_target was "
                                  "used); call transform_source instead")
-            out[src] = self.transform_source(X[src])
+            out[src] = self._transform_source(X[src])
         return out
 
     def fit_transform(self, X, y=None, *, sample_domain=None, X_target=None):

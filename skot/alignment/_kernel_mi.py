@@ -21,19 +21,37 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["bandwidth", "gaussian_kernel", "mutual_information", "mi_gradient",
-           "conditional_weights"]
+__all__ = ["bandwidth", "gaussian_kernel", "log_gaussian_kernel", "mutual_information",
+           "mi_gradient", "conditional_weights"]
 
 
 def bandwidth(X, h):
-    """Relative bandwidth ``h * sqrt(mean(D^2) / 2)`` of the Euclidean distances."""
+    """Relative bandwidth ``h * sqrt(mean(D^2) / 2)`` of the Euclidean distances.
+
+    Raises
+    ------
+    ValueError
+        If the bandwidth is not a positive finite number (fewer than 2 distinct
+        rows, or distances that overflow); no floor is substituted.
+    """
     D2 = torch.cdist(X, X).pow(2)
-    return h * torch.sqrt(D2.mean() / 2).clamp_min(torch.finfo(X.dtype).tiny)
+    bw = h * torch.sqrt(D2.mean() / 2)
+    if not bool(torch.isfinite(bw)) or float(bw) <= 0:
+        raise ValueError(
+            f"the kernel bandwidth h * sqrt(mean(D^2) / 2) of {X.shape[0]} rows is "
+            f"{float(bw)!r}; it needs at least 2 distinct rows and finite distances"
+        )
+    return bw
+
+
+def log_gaussian_kernel(A, B, bw):
+    """Log of the Gaussian kernel, ``-(|a - b| / bw)^2 / 2``, (len A, len B)."""
+    return -0.5 * (torch.cdist(A, B) / bw).pow(2)
 
 
 def gaussian_kernel(A, B, bw):
     """Unnormalised Gaussian kernel ``exp(-(|a - b| / bw)^2 / 2)``, (len A, len B)."""
-    return torch.exp(-0.5 * (torch.cdist(A, B) / bw).pow(2))
+    return torch.exp(log_gaussian_kernel(A, B, bw))
 
 
 def _fxy(Kx, G, Ky):
@@ -55,16 +73,26 @@ def mi_gradient(Kx, Ky, G):
     return torch.log(fxy / (fx * fy)) + Kx @ (G / fxy) @ Ky
 
 
-def conditional_weights(Kq, G, Ky):
+def conditional_weights(log_Kq, G, Ky):
     """Conditional projection weights of query rows over the targets.
 
-    ``Kq`` (q, n) is the kernel between queries and the fitted sources. Row i
-    is :math:`(K_q \\Gamma K^y)_{ij} / f_Y(y_j)`, normalised to sum to 1 (the
+    ``log_Kq`` (q, n) is the *log* kernel between queries and the fitted sources
+    (:func:`log_gaussian_kernel`). Row i is
+    :math:`(K_q \\Gamma K^y)_{ij} / f_Y(y_j)`, normalised to sum to 1 (the
     query's own density :math:`f_X` cancels).
+
+    The normalisation is done in the log domain, so that queries far from every
+    fitted source row (whose kernel values all underflow) still get weights that
+    sum to 1, dominated by their nearest source rows: each row of ``log_Kq`` is
+    shifted by its maximum before exponentiating (the log-sum-exp trick, so the
+    nearest source row has kernel 1 and the row total is at least that row's
+    plan mass), and the weights are a softmax over the targets of
+    :math:`\\log (K_q \\Gamma K^y)_{ij} - \\log f_Y(y_j)`.
     """
-    fy = Ky.mean(1, keepdim=True).T
-    W = (Kq @ G @ Ky) / fy
-    return W / W.sum(1, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny)
+    log_fy = torch.log(Ky.mean(1))
+    shift = log_Kq.max(1, keepdim=True).values
+    P = torch.exp(log_Kq - shift) @ (G @ Ky)
+    return torch.softmax(torch.log(P) - log_fy[None, :], dim=1)
 
 
 def solve_infoot(C, Kx, Ky, solver, *, lam, max_iter=50, tol=1e-6):

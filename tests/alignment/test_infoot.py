@@ -80,7 +80,8 @@ def test_alignment_helps_1nn_on_a_shift_with_outliers(rng):
     Xs, ys, Xt, yt = _shift(rng, n=150, outliers=10)
     base = KNeighborsClassifier(1).fit(Xs, ys).score(Xt, yt)
     al = _fit(InfoOTAligner(), Xs, Xt[:75])
-    acc = KNeighborsClassifier(1).fit(al.transform_source(Xs), ys).score(Xt[75:], yt[75:])
+    knn = KNeighborsClassifier(1).fit(al.transform_source(Xs), ys)
+    acc = knn.score(Xt[75:], yt[75:])
     assert acc > base
 
 
@@ -114,28 +115,244 @@ def test_label_penalty_and_y_minus_one_targets(rng):
     assert al.X_target_.shape == (60, 2)
 
 
-def test_pipelines_with_sample_domain(rng):
-    import sklearn
-
-    Xs, ys, Xt, yt = _shift(rng)
+def _five_d_shift(rng):
+    """The brief's shift: the target is the permuted source moved by 3 along x0."""
+    Xs = rng.normal(size=(60, 5))
+    ys = (Xs[:, 0] > 0).astype(int) + (Xs[:, 1] > 0)
+    perm = rng.permutation(60)
+    Xt, yt = Xs[perm] + np.r_[3.0, 0, 0, 0, 0], ys[perm]
     X = np.vstack([Xs, Xt])
     y = np.r_[ys, -np.ones(60, int)]
     sd = np.r_[np.ones(60, int), -np.ones(60, int)]
-    skada = pytest.importorskip("skada")
-    pipe = skada.make_da_pipeline(InfoOTAligner(), KNeighborsClassifier(1))
-    pipe.fit(X, y, sample_domain=sd)
-    assert pipe.predict(Xt).shape == (60,)
+    return Xs, ys, Xt, yt, X, y, sd
+
+
+def test_sample_domain_is_requested_by_default():
+    import sklearn
+
+    # as skada's BaseAdapter: fit and transform request sample_domain
     with sklearn.config_context(enable_metadata_routing=True):
+        routing = InfoOTAligner().get_metadata_routing()
+        assert routing.fit.requests["sample_domain"] is True
+        assert routing.transform.requests["sample_domain"] is True
+        assert routing.fit.requests["X_target"] is None  # not routed unless asked
+        # still overridable
+        al = InfoOTAligner().set_fit_request(sample_domain=False)
+        assert al.get_metadata_routing().fit.requests["sample_domain"] is False
+
+
+def test_skada_pipeline_adapts_by_default(rng):
+    import sklearn
+
+    skada = pytest.importorskip("skada")
+    Xs, ys, Xt, yt, X, y, sd = _five_d_shift(rng)
+    base = KNeighborsClassifier(1).fit(Xs, ys).score(Xt, yt)
+    direct_al = InfoOTAligner().fit(X, y, sample_domain=sd)
+    knn = KNeighborsClassifier(1).fit(direct_al.transform_source(Xs), ys)
+    direct = knn.score(Xt, yt)
+    assert direct > base + 0.3  # the shift matters and the aligner undoes it
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipe = skada.make_da_pipeline(InfoOTAligner(), KNeighborsClassifier(1))
+        pipe.fit(X, y.copy(), sample_domain=sd)  # no set_*_request calls
+        acc = (pipe.predict(Xt) == yt).mean()
+        fitted = pipe[0].get_estimator()
+    np.testing.assert_allclose(fitted.plan_, direct_al.plan_, atol=1e-10)
+    assert acc >= direct - 0.05
+    assert acc > base + 0.3
+
+
+def test_plain_pipelines_with_and_without_routing(rng):
+    import sklearn
+
+    Xs, ys, Xt, yt, X, y, sd = _five_d_shift(rng)
+    ref = InfoOTAligner().fit(X, y, sample_domain=sd)
+    mapped = ref.transform(X, sample_domain=sd)
+    np.testing.assert_array_equal(mapped[60:], Xt)
+    with sklearn.config_context(enable_metadata_routing=False):
+        p = make_pipeline(InfoOTAligner(), "passthrough")
+        out = p.fit_transform(X, y, infootaligner__sample_domain=sd)
+        np.testing.assert_allclose(out, mapped, atol=1e-12)
+        np.testing.assert_array_equal(p.transform(Xt), Xt)  # predict-time default
+    with sklearn.config_context(enable_metadata_routing=True):
+        p = make_pipeline(InfoOTAligner(), "passthrough")  # default requests
+        out = p.fit_transform(X, y, sample_domain=sd)
+        np.testing.assert_allclose(out, mapped, atol=1e-12)
+        np.testing.assert_allclose(p.transform(Xs[:5], sample_domain=np.ones(5, int)),
+                                   mapped[:5], atol=1e-12)
+        np.testing.assert_array_equal(p.transform(Xt), Xt)
+        # explicit requests keep working
         al = InfoOTAligner().set_fit_request(sample_domain=True)
         al.set_transform_request(sample_domain=True)
         p = make_pipeline(al, "passthrough")
         p.fit(X, y, sample_domain=sd)
-        assert p.transform(Xt, sample_domain=-np.ones(60, int)).shape == (60, 2)
+        assert p.transform(Xt, sample_domain=-np.ones(60, int)).shape == (60, 5)
+
+
+def _reference_weights(al, Q):
+    """Conditional weights from the fitted plan, in numpy, with an exact logsumexp."""
+    from scipy.spatial.distance import cdist
+    from scipy.special import logsumexp
+
+    Xs, Xt = al.X_source_, al.X_target_
+    log_kq = -0.5 * cdist(Q, Xs, "sqeuclidean") / al.bandwidth_source_ ** 2
+    Ky = np.exp(-0.5 * cdist(Xt, Xt, "sqeuclidean") / al.bandwidth_target_ ** 2)
+    with np.errstate(divide="ignore"):
+        log_m = np.log(al.plan_ @ Ky)
+    log_w = logsumexp(log_kq[:, :, None] + log_m[None], axis=1) - np.log(Ky.mean(1))
+    return np.exp(log_w - logsumexp(log_w, axis=1, keepdims=True))
+
+
+def test_rows_far_from_the_source_keep_normalised_weights():
+    rng = np.random.default_rng(1)  # kernel of Xs[:2] + 4 underflows: zeros before
+    Xs = rng.normal(size=(50, 5))
+    Xt = Xs + 3
+    al = InfoOTAligner().fit(np.vstack([Xs, Xt]),
+                             sample_domain=np.r_[np.ones(50), -np.ones(50)])
+    S = torch.as_tensor(Xs)
+    Q = np.vstack([Xs[:3] + 4, Xs[:3] - 10, Xs[:2] + 1e3, Xs[:3]])
+    kq = gaussian_kernel(torch.as_tensor(Q), S, al.bandwidth_source_).numpy()
+    assert (kq[:8].max(1) == 0).any()  # the plain kernel underflows for these rows
+    W = al.conditional_score(Q)
+    np.testing.assert_allclose(W.sum(1), 1.0, rtol=1e-12)
+    ref = _reference_weights(al, Q)
+    np.testing.assert_allclose(W, ref, rtol=1e-8, atol=1e-12)
+    mapped = al.transform_source(Q)
+    np.testing.assert_allclose(mapped, ref @ Xt, rtol=1e-8, atol=1e-10)
+    assert (np.abs(mapped).sum(1) > 0).all()
+    # within the hull of the target rows (a convex combination of them)
+    assert (mapped >= Xt.min(0) - 1e-9).all() and (mapped <= Xt.max(0) + 1e-9).all()
+    # far away, the nearest source row dominates: same map as that row's
+    far = Xs[:1] * 1e-3 + np.r_[60.0, 0, 0, 0, 0]
+    k = np.argmin(((Xs - far) ** 2).sum(1))
+    near = al.conditional_score(Xs[k:k + 1] + (far - Xs[k]) * 1e-6)
+    np.testing.assert_allclose(al.conditional_score(far), near, atol=1e-3)
+
+
+def test_in_cloud_weights_match_the_plain_formula(rng):
+    Xs, _, Xt, _ = _shift(rng)
+    al = _fit(InfoOTAligner(), Xs, Xt)
+    Q = Xs[:6] + 0.05
+    from scipy.spatial.distance import cdist
+
+    Kq = np.exp(-0.5 * cdist(Q, Xs, "sqeuclidean") / al.bandwidth_source_ ** 2)
+    Ky = np.exp(-0.5 * cdist(Xt, Xt, "sqeuclidean") / al.bandwidth_target_ ** 2)
+    W = Kq @ al.plan_ @ Ky / Ky.mean(1)
+    W /= W.sum(1, keepdims=True)
+    np.testing.assert_allclose(al.conditional_score(Q), W, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(al.transform_source(Q), W @ Xt, rtol=1e-8)
+
+
+def test_degenerate_domains_raise_in_fit(rng, monkeypatch):
+    import skot.alignment._infoot as mod
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before validation")
+
+    monkeypatch.setattr(mod, "bandwidth", no_work)
+    Xs, _, Xt, _ = _shift(rng)
+    with pytest.raises(ValueError, match="2 distinct source rows.*1 sample"):
+        _fit(InfoOTAligner(), Xs[:1], Xt)
+    with pytest.raises(ValueError, match="2 distinct source rows.*all identical"):
+        _fit(InfoOTAligner(), np.repeat(Xs[:1], 5, axis=0), Xt)
+    with pytest.raises(ValueError, match="2 distinct target rows.*1 sample"):
+        _fit(InfoOTAligner(), Xs, Xt[:1])
+    with pytest.raises(ValueError, match="2 distinct target rows"):
+        InfoOTAligner().fit(Xs, X_target=np.ones((4, 3)))
+
+
+def test_bandwidth_has_no_silent_floor():
+    X = torch.zeros((3, 2), dtype=torch.float64)
+    with pytest.raises(ValueError, match="bandwidth"):
+        bandwidth(X, 0.1)
+
+
+def test_lengths_checked_before_any_work(rng, monkeypatch):
+    import skot.alignment._infoot as mod
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before validation")
+
+    monkeypatch.setattr(mod, "bandwidth", no_work)
+    Xs, ys, Xt, _ = _shift(rng)
+    X = np.vstack([Xs, Xt])
+    y = np.r_[ys, -np.ones(60, int)]
+    sd = np.r_[np.ones(60, int), -np.ones(60, int)]
+    with pytest.raises(ValueError, match=r"y has 119 entries but X has 120 rows"):
+        InfoOTAligner().fit(X, y[:-1], sample_domain=sd)
+    with pytest.raises(ValueError, match=r"y has 121 entries but X has 120 rows"):
+        InfoOTAligner().fit(X, np.r_[y, 0])
+    with pytest.raises(ValueError, match="y should be a 1d array"):
+        InfoOTAligner().fit(X, np.c_[y, y], sample_domain=sd)
+    with pytest.raises(ValueError, match=r"sample_domain has shape \(119,\)"):
+        InfoOTAligner().fit(X, y, sample_domain=sd[:-1])
+    with pytest.raises(ValueError, match=r"sample_domain has shape \(120, 1\)"):
+        InfoOTAligner().fit(X, sample_domain=sd[:, None])
+    with pytest.raises(ValueError, match="sample_domain must be finite"):
+        InfoOTAligner().fit(X, sample_domain=np.where(sd > 0, np.nan, -1.0))
+    with pytest.raises(ValueError, match="sample_domain must be non-zero"):
+        InfoOTAligner().fit(X, sample_domain=np.r_[np.zeros(60), -np.ones(60)])
+    with pytest.raises(TypeError, match="sample_domain must hold numbers"):
+        InfoOTAligner().fit(X, sample_domain=sd > 0)
+    # X_target: y and sample_domain describe the rows of X (all source)
+    with pytest.raises(ValueError, match=r"y has 59 entries but X has 60 rows"):
+        InfoOTAligner().fit(Xs, ys[:-1], X_target=Xt)
+    with pytest.raises(ValueError, match=r"sample_domain has shape \(59,\)"):
+        InfoOTAligner().fit(Xs, sample_domain=np.ones(59), X_target=Xt)
+    with pytest.raises(ValueError, match="sample_domain marks 60 rows as target"):
+        InfoOTAligner().fit(Xs, sample_domain=-np.ones(60), X_target=Xt)
+    with pytest.raises(ValueError, match=r"X_target must be 2-D.*\(60,\)"):
+        InfoOTAligner().fit(Xs, X_target=Xt[:, 0])
+    with pytest.raises(ValueError, match=r"X_target must be 2-D.*\(0, 2\)"):
+        InfoOTAligner().fit(Xs, X_target=Xt[:0])
+    with pytest.raises(ValueError, match="X_target contains NaN"):
+        InfoOTAligner().fit(Xs, X_target=np.full((5, 2), np.nan))
+
+
+def test_transform_checks_sample_domain(rng):
+    Xs, _, Xt, _ = _shift(rng)
+    al = _fit(InfoOTAligner(), Xs, Xt)
+    with pytest.raises(ValueError, match=r"sample_domain has shape \(59,\)"):
+        al.transform(Xs, sample_domain=np.ones(59))
+    with pytest.raises(ValueError, match="sample_domain must be non-zero"):
+        al.transform(Xs, sample_domain=np.zeros(60))  # was: silently unchanged
+
+
+def test_set_output_pandas(rng):
+    import sklearn
+
+    pd = pytest.importorskip("pandas")
+    from sklearn.preprocessing import StandardScaler
+
+    Xs, ys, Xt, _, X, y, sd = _five_d_shift(rng)
+    cols = ["a", "b", "c", "d", "e"]
+    df = pd.DataFrame(X, columns=cols, index=np.arange(100, 220))
+    with sklearn.config_context(enable_metadata_routing=False):
+        ref = make_pipeline(StandardScaler(), InfoOTAligner())
+        expected = ref.fit_transform(X, y, infootaligner__sample_domain=sd)
+        pipe = make_pipeline(StandardScaler(), InfoOTAligner()).set_output(
+            transform="pandas")
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no feature-name warning
+            out = pipe.fit_transform(df, y, infootaligner__sample_domain=sd)
+            again = pipe.transform(df)
+    assert isinstance(out, pd.DataFrame) and isinstance(again, pd.DataFrame)
+    assert list(out.columns) == cols and list(again.columns) == cols
+    np.testing.assert_array_equal(out.index, df.index)
+    np.testing.assert_allclose(out.to_numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(again.to_numpy(), ref.transform(X), atol=1e-12)
+    al = pipe[-1]
+    np.testing.assert_array_equal(al.get_feature_names_out(), cols)
+    np.testing.assert_array_equal(
+        InfoOTAligner().fit(X, sample_domain=sd).get_feature_names_out(),
+        ["x0", "x1", "x2", "x3", "x4"])
 
 
 def test_bad_input(rng):
     Xs, _, Xt, _ = _shift(rng)
     X = np.vstack([Xs, Xt])
+    sd = np.r_[np.ones(60), -np.ones(60)]
     with pytest.raises(ValueError, match="sample_domain"):
         InfoOTAligner().fit(X, sample_domain=np.ones(120, int))
     with pytest.warns(UserWarning, match="onto itself"):
@@ -143,11 +360,11 @@ def test_bad_input(rng):
     Xn = X.copy()
     Xn[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        InfoOTAligner().fit(Xn, sample_domain=np.r_[np.ones(60), -np.ones(60)])
+        InfoOTAligner().fit(Xn, sample_domain=sd)
     with pytest.raises(ValueError, match="solver"):
-        InfoOTAligner(solver="nope").fit(X, sample_domain=np.r_[np.ones(60), -np.ones(60)])
+        InfoOTAligner(solver="nope").fit(X, sample_domain=sd)
     with pytest.raises(ValueError, match="reg"):
-        InfoOTAligner(reg=0.0).fit(X, sample_domain=np.r_[np.ones(60), -np.ones(60)])
+        InfoOTAligner(reg=0.0).fit(X, sample_domain=sd)
 
 
 def test_plan_goes_through_skot_ot(rng, monkeypatch):

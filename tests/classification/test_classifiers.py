@@ -200,7 +200,7 @@ def test_float32_default_solve_stops_at_its_rounding_floor():
     # float32 class posteriors: a fixed tol of 1e-6 lay below what float32 can
     # reach here (the L1 marginal error stalled at 1.1e-6), so every solve ran
     # to max_iter and warned although it had converged; the solver's float32
-    # default tol (max(1e-6, 0.2 eps max|M| / reg)) is used instead, and the
+    # default tol (max(1e-6, eps max|M| / reg)) is used instead, and the
     # predictions are those of the float64 solve
     from sklearn.exceptions import ConvergenceWarning
 
