@@ -40,6 +40,12 @@ ABSTAINS = (
     "design, so its labels are not all in classes_ and its plain accuracy is capped"
 )
 
+REJECT_IS_A_CLASS = (
+    "the check's labels {-1, 1} contain the default reject_label=-1, which fit "
+    "refuses (abstained rows would read as class -1); with reject_label outside "
+    "the classes the check passes (test_selective_classes_with_reject_label_outside)"
+)
+
 TWO_VIEWS = (
     "fit_transform(X, Y) returns the pair (X_emb, Y_emb), the convention of "
     "sklearn's CCA; the check special-cases only sklearn's own cross-decomposition "
@@ -55,6 +61,7 @@ EXPECTED_FAILED_CHECKS = {
         "check_methods_subset_invariance": TRANSDUCTIVE,
         "check_non_transformer_estimators_n_iter": NO_FIT_ITERATIONS,
         "check_classifiers_train": ABSTAINS,
+        "check_classifiers_classes": REJECT_IS_A_CLASS,
     },
     "InfoOTAligner": {},
     "WassersteinCoresetSelector": {},
@@ -93,3 +100,12 @@ def test_every_public_estimator_is_checked():
     for name in PUBLIC:
         assert name in skot.__all__
         importlib.import_module(skot._LAZY[name])  # importable
+
+
+def test_selective_classes_with_reject_label_outside():
+    from sklearn.utils.estimator_checks import check_classifiers_classes
+
+    from skot import SelectiveOTClassifier
+
+    check_classifiers_classes("SelectiveOTClassifier",
+                              SelectiveOTClassifier(reject_label="abstain"))

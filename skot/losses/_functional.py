@@ -38,10 +38,49 @@ __all__ = [
 
 def target_plan(x_raw=None, y_raw=None, n=None, *, atol=1e-6, device=None,
                 dtype=None):
-    r"""Target coupling :math:`\tilde P` (n, n) with rows and columns summing to 1/n.
+    r"""Target coupling :math:`\tilde P` (n, n) with rows summing to 1/n.
 
-    Rows whose paired ``y_raw`` (or ``x_raw``) embeddings are identical are
-    positives of each other (one prompt paired with many images).
+    Rows whose paired ``y_raw`` (or ``x_raw``) embeddings are identical (cosine
+    similarity at least ``1 - atol``) are positives of each other (one prompt
+    paired with many images): each row spreads its mass 1/n uniformly over its
+    positives, itself included. When the duplicates form groups (the usual
+    case of exact copies), the columns sum to 1/n too. Without embeddings the
+    target is the diagonal :math:`I/n`.
+
+    Parameters
+    ----------
+    x_raw : torch.Tensor of shape (n, d_x), default=None
+        Raw embeddings of the first modality; used only when ``y_raw`` is None.
+    y_raw : torch.Tensor of shape (n, d_y), default=None
+        Raw embeddings of the second modality (e.g. the class prompts paired
+        with the images). Compared after L2 normalisation, detached.
+    n : int, default=None
+        Batch size; used (and needed) only when both ``x_raw`` and ``y_raw``
+        are None.
+    atol : float, default=1e-6
+        Two rows are duplicates when the cosine similarity of their
+        embeddings is at least ``1 - atol``.
+    device : torch.device or str, default=None
+        Device of :math:`I/n` (when no embeddings are given; otherwise the
+        embeddings' device is used).
+    dtype : torch.dtype, default=None
+        dtype of :math:`I/n` (when no embeddings are given; otherwise the
+        embeddings' dtype is used).
+
+    Returns
+    -------
+    target : torch.Tensor of shape (n, n)
+        Nonnegative, total mass 1, no gradient.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skot.losses import target_plan
+    >>> prompts = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> target_plan(y_raw=prompts) * 6
+    tensor([[1., 1., 0.],
+            [1., 1., 0.],
+            [0., 0., 2.]])
     """
     ref = y_raw if y_raw is not None else x_raw
     if ref is None:
@@ -60,9 +99,28 @@ def infonce_loss(x, y, *, reg=0.01, target=None):
         L = -\tfrac12 \sum_{ij} n\tilde P_{ij}\,\big[\log \mathrm{softmax}_j(s_{ij}/\varepsilon)
             + \log \mathrm{softmax}_i(s_{ij}/\varepsilon)\big] / n
 
-    Equal to open_clip's ``ClipLoss`` with ``logit_scale = 1/reg`` when
-    :math:`\tilde P = I/n`; it is the inverse-OT loss with the row-only (and
-    column-only) constraint sets.
+    with :math:`s = x y^\top`. Equal to open_clip's ``ClipLoss`` with
+    ``logit_scale = 1/reg`` when :math:`\tilde P = I/n`; it is the inverse-OT
+    loss with the row-only (and column-only) constraint sets. Plain autograd.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n, d)
+        Embeddings of the first modality, L2-normalised (not normalised here).
+    y : torch.Tensor of shape (n, d)
+        Embeddings of the second modality, L2-normalised; row i is paired with
+        row i of ``x``.
+    reg : float, default=0.01
+        Temperature :math:`\varepsilon` (CLIP's 1/100).
+    target : torch.Tensor of shape (n, n), default=None
+        Target coupling :math:`\tilde P` with rows and columns summing to 1/n
+        (see :func:`target_plan`); None is :math:`I/n` (cross-entropy with the
+        diagonal labels, as open_clip).
+
+    Returns
+    -------
+    loss : torch.Tensor of shape ()
+        Mean of the image-to-text and text-to-image cross-entropies.
     """
     n = x.shape[0]
     logits = x @ y.T / reg
@@ -141,10 +199,62 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
     - \mathrm{OT}_\varepsilon(C))/\varepsilon + \mathrm{const}` (the optimal
     potentials make the two equal), so the backward pass needs no unrolled
     iterations: memory O(n^2), gradient :math:`(\tilde P - P)/\varepsilon`.
-    Other constraint sets use :math:`-\sum \tilde P \log P` with the plan
-    differentiated at its final potentials (``grad="envelope"``) or unrolled
+    Other constraint sets use :math:`-\sum \tilde P \log P` with the envelope
+    gradient :math:`(\tilde P - P)/\varepsilon` in the cost at the solved plan
+    (``grad="envelope"``: exact for ``"total"``, IOT-CL's surrogate for the
+    relaxed sets) or the plan unrolled through its iterations
     (``grad="autodiff"``, with ``max_iter`` iterations as in the papers).
-    Non-symmetric constraint sets are symmetrised over :math:`C` and :math:`C^\top`.
+    Non-symmetric constraint sets (``"dbot"``, ``"rows"``, ``"cols"``) are
+    symmetrised: the mean of the losses on :math:`C` and :math:`C^\top`. The
+    inner solves run to ``tol`` 1e-3 in float32 and 1e-5 in float64 (the L1
+    marginal error for balanced constraints; see ``tol`` of
+    :func:`skot.ot.solve` for the others).
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n, d)
+        Embeddings of the first modality, L2-normalised (not normalised here);
+        the cost is :math:`C = 1 - x y^\top`.
+    y : torch.Tensor of shape (n, d)
+        Embeddings of the second modality, L2-normalised; row i is paired with
+        row i of ``x``.
+    reg : float, default=0.05
+        Entropic regularisation (temperature) :math:`\varepsilon` of the inner
+        problem.
+    method : str, default="sinkhorn"
+        Inner constraint set: ``"sinkhorn"`` (both marginals; IOT-CL),
+        ``"total"`` (total mass only), ``"unbalanced"`` (KL-relaxed marginals,
+        weight ``unbalanced``), ``"dbot"`` (rows fixed, column sums in a box
+        ``box``), ``"rows"`` or ``"cols"`` (one marginal, symmetrised: both
+        equal :func:`infonce_loss` at temperature ``reg`` for the default
+        target, and differ from it by a constant for another target).
+    target : torch.Tensor of shape (n, n), default=None
+        Target coupling :math:`\tilde P` (see :func:`target_plan`); None is
+        :math:`I/n`, handled in closed form.
+    unbalanced : float, default=1.0
+        KL marginal relaxation weight :math:`\rho` of ``method="unbalanced"``
+        (ignored by the other methods).
+    box : float or pair of arrays, default=0.5
+        ``method="dbot"``: column sums in :math:`[(1-\delta)/n, (1+\delta)/n]`
+        for a float :math:`\delta`, or explicit bounds ``(lo, hi)`` (ignored
+        by the other methods).
+    grad : {"envelope", "autodiff"}, default="envelope"
+        ``"envelope"``: no graph through the iterations (memory of a few
+        n x n buffers); ``"autodiff"``: unrolled iterations.
+    max_iter : int, default=None
+        Iteration budget of the inner solves. None: 2000 for the balanced
+        (``"sinkhorn"``) solve with ``grad="envelope"``, otherwise the default
+        of :func:`skot.ot.solve` (1000 for the entropic methods).
+    uniformity : float, default=0.0
+        Weight of :func:`uniformity_penalty` of the inner plan (of :math:`C`),
+        added to the loss; 0 leaves it out.
+
+    Returns
+    -------
+    loss : torch.Tensor of shape ()
+        :math:`\mathrm{KL}(\tilde P \| P)` at the solved plan (mean over the
+        two directions when symmetrised), plus ``uniformity`` times the
+        penalty.
     """
     n = x.shape[0]
     T = target
@@ -260,9 +370,30 @@ def _iot_envelope(x, y, reg, method, T, tol, max_iter, *, unbalanced, box):
 
 
 def uniformity_penalty(P):
-    r"""IOT-CL's uniformity term: :math:`\mathrm{KL}(Q \| P)` with Q = P whose
-    off-diagonal entries are replaced by their mean (pushes the mass on negatives
-    towards uniform)."""
+    r"""IOT-CL's uniformity term, pushing the mass on negatives towards uniform.
+
+    :math:`\mathrm{KL}(Q \| P)` with Q = P whose off-diagonal entries are
+    replaced by their mean (over all off-diagonal entries). Both Q (detached)
+    and P are normalised row by row, and the penalty is the mean over rows of
+    the KL divergence between the rows:
+
+    .. math::
+
+        \frac1n \sum_i \sum_j \bar Q_{ij} \log(\bar Q_{ij} / \bar P_{ij}),
+        \qquad \bar Q_{ij} = \frac{Q_{ij}}{\sum_k Q_{ik}},\quad
+        \bar P_{ij} = \frac{P_{ij}}{\sum_k P_{ik}}.
+
+    Parameters
+    ----------
+    P : torch.Tensor of shape (n, n)
+        A transport plan (e.g. the inner plan of :func:`iot_loss`); the
+        gradient flows through P only.
+
+    Returns
+    -------
+    penalty : torch.Tensor of shape ()
+        Nonnegative; 0 when the off-diagonal entries of P are all equal.
+    """
     n = P.shape[0]
     eye = torch.eye(n, dtype=torch.bool, device=P.device)
     off_mean = P.masked_fill(eye, 0).sum() / max(n * (n - 1), 1)
@@ -273,8 +404,12 @@ def uniformity_penalty(P):
 
 
 def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_iter=5):
-    r"""Fused Gromov inverse-OT loss: the inner plan also matches the batch
-    self-similarity graphs :math:`C_a = 1 - x x^\top` and :math:`C_b = 1 - y y^\top`.
+    r"""Fused Gromov inverse-OT loss: the inner plan also matches the batch graphs.
+
+    The batch self-similarity graphs are :math:`C_a = 1 - x x^\top` and
+    :math:`C_b = 1 - y y^\top`; the inner problem is entropic fused
+    Gromov-Wasserstein with feature cost :math:`C = 1 - x y^\top` and
+    structure weight ``alpha``.
 
     The plan P is solved without a graph (``solve_gromov``, entropic, at most
     ``max_iter`` linearisations: a budget, OT-CLIP uses 5); the loss is
@@ -294,6 +429,39 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
     out so that W is never formed (``_fgw_cosine_grad``; for an unbalanced
     problem it adds the marginal terms). When d > n, the graphs are dense and
     the gradient is autograd through :func:`skot.ot._gromov.fgw_pairing`.
+
+    The outer loop also stops before ``max_iter`` once the plan moves by less
+    than :math:`\tau / \sqrt n` in Frobenius norm, or once the change still to
+    come, extrapolated from the last two changes, is below it, with
+    :math:`\tau` = 1e-3 in float32 (1e-5 in float64), also the inner Sinkhorn
+    solves' tolerance.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n, d)
+        Embeddings of the first modality, L2-normalised (not normalised here).
+    y : torch.Tensor of shape (n, d)
+        Embeddings of the second modality, L2-normalised; row i is paired with
+        row i of ``x``.
+    reg : float, default=0.05
+        Entropic regularisation (temperature) :math:`\varepsilon`.
+    alpha : float, default=0.1
+        Weight of the structure (Gromov) term, in [0, 1].
+    target : torch.Tensor of shape (n, n), default=None
+        Target coupling :math:`\tilde P` (see :func:`target_plan`); None is
+        :math:`I/n`.
+    unbalanced : float or None, default=None
+        None: balanced FGW (both marginals fixed). A float: KL relaxation
+        weight :math:`\rho` of both marginals (the ``"ufgw"`` loss of
+        :class:`OTContrastiveLoss` uses 1.0).
+    max_iter : int, default=5
+        Budget of linearisations (OT-CLIP's 5).
+
+    Returns
+    -------
+    loss : torch.Tensor of shape ()
+        :math:`\mathrm{KL}(\tilde P \| P)` at the plan P of the last
+        linearised problem.
     """
     n, d = x.shape
     T = target
@@ -446,12 +614,47 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
     InfoNCE's plus the two masked solves; tested against autograd).
 
     Defaults: NCU fine-tunes whole encoders with ``gamma=0.7, ot_reg=0.03``; on
-    precomputed CLIP features (Stanford Cars, 30% of the pairs shuffled, heads
-    on frozen features) that target was too diffuse to teach the clean pairs
-    (seen-class accuracy 55.0% against 61.0% with ``gamma=0.3, ot_reg=0.01``,
-    mean of 3 seeds; InfoNCE 57.1; see the embedder benchmark), hence these
+    precomputed CLIP features (Stanford Cars, 30% of the pairs given a wrong
+    class text, ``noise_ratio=0.3``, heads on frozen features, scored at the
+    embedder's former default ``mix=0.2``) that target was too diffuse to teach
+    the clean pairs (seen-class accuracy 55.0% against 61.0% with
+    ``gamma=0.3, ot_reg=0.01``, mean of 3 seeds; InfoNCE 57.1), hence these
     defaults (``ot_reg=0.003`` scored 61.6 but stopped at the 100-iteration
-    budget before its marginals converged).
+    budget before its marginals converged). These runs are not in the
+    embedder benchmark, which scores at the current default ``mix=0.075``
+    (there ``noise_ratio=0.3`` gives 57.2, InfoNCE 56.1; with the heads alone,
+    ``mix=1``: 63.7 and 37.4).
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n, d)
+        Image embeddings, L2-normalised (not normalised here).
+    y : torch.Tensor of shape (n, d)
+        Caption embeddings, L2-normalised; row i is paired with row i of ``x``.
+    reg : float, default=0.01
+        Temperature of the augmented logits :math:`[x y^\top, h] / \varepsilon`
+        (h: each row's hardest negative).
+    ot_reg : float, default=0.01
+        Entropic regularisation of the masked Sinkhorn solve for :math:`\pi`
+        (cost :math:`1 - [x y^\top, h]` scaled to a maximum of 1; at most 100
+        iterations).
+    gamma : float, default=0.3
+        Weight of the OT plan in the soft target :math:`Y`; ``1 - gamma`` goes
+        to the hard labels L.
+    noise_ratio : float, default=0.1
+        Fraction of the batch's pairs flagged as noisy:
+        :math:`\lceil \text{noise\_ratio}\cdot n \rceil` pairs (at most the
+        number of pairs with an in-batch negative); 0 flags none.
+    target : torch.Tensor of shape (n, n), default=None
+        Target coupling; only its support is used: the positives of row i are
+        the columns j with ``target[i, j] > 0`` (see :func:`target_plan`).
+        None: the diagonal.
+
+    Returns
+    -------
+    loss : torch.Tensor of shape ()
+        Half the sum of the image-side and caption-side KL divergences from Y
+        to the row softmax, each a mean over the n rows.
     """
     n = x.shape[0]
     # pos: the positives of each image row; None is the diagonal (the default
@@ -670,7 +873,38 @@ def alignment_regulariser(x_all, y_all, *, reg=0.05, form="pairwise", n_atoms=No
     derivative does not enter the gradient).
 
     Both use ``skot.ot.solve(..., grad="envelope")``: gradient = the plan,
-    memory O(n m).
+    memory O(n m). The solves run to the losses' tolerance (1e-3 in float32,
+    1e-5 in float64), at most 2000 iterations.
+
+    Parameters
+    ----------
+    x_all : torch.Tensor of shape (n, d)
+        Embeddings of every available row of the first modality (paired or
+        not), L2-normalised (not normalised here).
+    y_all : torch.Tensor of shape (m, d)
+        Embeddings of every available row of the second modality,
+        L2-normalised.
+    reg : float, default=0.05
+        Entropic regularisation :math:`\varepsilon`.
+    form : {"pairwise", "barycenter"}, default="pairwise"
+        Which regulariser (see above).
+    n_atoms : int, default=None
+        ``form="barycenter"``: number of atoms of :math:`\nu`; None uses
+        ``min(n, m)``.
+    n_iter : int, default=3
+        ``form="barycenter"``: fixed-point steps for the atoms, each the mean of
+        the two clouds' barycentric projections, renormalised to unit length.
+
+    Returns
+    -------
+    value : torch.Tensor of shape ()
+        The entropic OT value (``value`` of :func:`skot.ot.solve`), or the mean
+        of the two for ``form="barycenter"``.
+
+    Raises
+    ------
+    ValueError
+        If ``form`` is not ``"pairwise"`` or ``"barycenter"``.
     """
     if form not in ("pairwise", "barycenter"):
         raise ValueError(f"form={form!r} is not known; use 'pairwise' or 'barycenter'")

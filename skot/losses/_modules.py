@@ -9,7 +9,12 @@ from . import _functional as F
 
 __all__ = ["OTContrastiveLoss", "LOSSES"]
 
-#: loss name -> (function, fixed keyword arguments)
+#: Loss name -> (function of :mod:`skot.losses`, fixed keyword arguments):
+#: ``"infonce"``: :func:`infonce_loss`; ``"iot"``, ``"iot_total"``,
+#: ``"unbalanced"``, ``"dbot"``: :func:`iot_loss` with ``method="sinkhorn"``,
+#: ``"total"``, ``"unbalanced"``, ``"dbot"``; ``"fgw"``: :func:`fgw_loss`;
+#: ``"ufgw"``: :func:`fgw_loss` with ``unbalanced=1.0``; ``"ncu"``:
+#: :func:`ncu_loss`.
 LOSSES = {
     "infonce": (F.infonce_loss, {}),
     "iot": (F.iot_loss, {"method": "sinkhorn"}),
@@ -27,22 +32,24 @@ class OTContrastiveLoss(nn.Module):
 
     Parameters
     ----------
-    loss : str
+    loss : str, default="iot"
         One of :data:`LOSSES`: ``"infonce"``, ``"iot"``, ``"iot_total"``,
         ``"unbalanced"``, ``"dbot"``, ``"fgw"``, ``"ufgw"``, ``"ncu"``.
-    reg : float
-        Temperature / entropic regularisation.
+    reg : float, default=0.05
+        Temperature / entropic regularisation, passed to the loss function as
+        ``reg``.
     uniformity : float, default=0.0
         Weight of IOT-CL's uniformity penalty (``"iot*"``, ``"unbalanced"``,
-        ``"dbot"``).
+        ``"dbot"``; ignored by the other losses).
     align_weight : float, default=0.0
         Weight of the OT regulariser between the latent clouds of both
-        modalities (partially paired data).
+        modalities (partially paired data), solved at ``max(reg, 0.05)``.
     align_form : {"pairwise", "barycenter"}, default="pairwise"
         Form of that regulariser (see :func:`alignment_regulariser`).
-    options : dict, optional
+    options : dict, default=None
         Extra keyword arguments of the loss function (``alpha``,
-        ``unbalanced``, ``noise_ratio``, ``gamma``, ...).
+        ``unbalanced``, ``noise_ratio``, ``gamma``, ...); they override the
+        fixed ones of :data:`LOSSES`.
     """
 
     def __init__(self, loss="iot", *, reg=0.05, uniformity=0.0, align_weight=0.0,
@@ -67,6 +74,12 @@ class OTContrastiveLoss(nn.Module):
             used by the alignment regulariser (default: the pairs).
         target : tensor (n, n), optional
             Target coupling (see :func:`skot.losses.target_plan`).
+
+        Returns
+        -------
+        loss : tensor of shape ()
+            The contrastive loss (0 when fewer than two pairs are given) plus
+            ``align_weight`` times the alignment regulariser.
         """
         func, fixed = LOSSES[self.loss]
         kw = {**fixed, **self.options}

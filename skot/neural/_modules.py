@@ -22,9 +22,26 @@ class TowerOutput(NamedTuple):
 
 
 class ResidualHead(nn.Module):
-    """``z = normalize(B x + U relu(V x))`` with ``B`` the identity (or the
-    truncation to the first k coordinates) and ``U = 0`` at initialisation, so the
-    untrained head keeps the input geometry (CLIP's zero-shot transfer)."""
+    """Residual projection head, the identity map at initialisation.
+
+    ``z = normalize(B x + U relu(V x))`` (``z = normalize(B x + U x)`` when
+    ``hidden=0``), with ``B`` the identity (or the truncation to, or zero
+    padding from, the first ``min(d_in, d_out)`` coordinates), fixed, and
+    ``U = 0`` at initialisation, so the untrained head keeps the input
+    geometry (CLIP's zero-shot transfer). Only ``U`` and ``V`` (with their
+    biases) are trained.
+
+    Parameters
+    ----------
+    d_in : int
+        Input dimension.
+    d_out : int
+        Output dimension.
+    hidden : int or None, default=None
+        Width of the hidden layer of the residual MLP; None uses
+        ``min(d_in, 512)``, 0 makes the residual branch linear
+        (``U x``, no hidden layer).
+    """
 
     def __init__(self, d_in, d_out, hidden=None):
         super().__init__()
@@ -45,7 +62,22 @@ class ResidualHead(nn.Module):
         self.hidden = hidden
 
     def forward(self, x, mix=1.0):
-        """Embed; ``mix < 1`` interpolates with the untrained (identity) map."""
+        """Embed the rows of ``x``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, d_in)
+            Input features.
+        mix : float, default=1.0
+            Weight of the trained head: ``mix >= 1`` returns ``z``; otherwise
+            ``normalize((1 - mix) * normalize(B x) + mix * z)``, an
+            interpolation with the untrained (identity) map.
+
+        Returns
+        -------
+        z : torch.Tensor of shape (n, d_out)
+            L2-normalised embeddings.
+        """
         h = torch.relu(self.V(x)) if self.hidden else x
         b = self.base(x)
         z = F.normalize(b + self.U(h), dim=-1)
@@ -55,7 +87,22 @@ class ResidualHead(nn.Module):
 
 
 class TwoTower(nn.Module):
-    """One residual head per modality."""
+    """One :class:`ResidualHead` per modality.
+
+    Parameters
+    ----------
+    d_x : int, default=2
+        Input dimension of the first modality (e.g. image features).
+    d_y : int, default=2
+        Input dimension of the second modality (e.g. text features).
+    n_components : int, default=2
+        Output dimension of both heads.
+    hidden : int or None, default=None
+        Hidden width of both heads (see :class:`ResidualHead`).
+    heads : {"both", "x", "y"}, default="both"
+        Which heads are trained; the parameters of the other are frozen
+        (``requires_grad=False``), so it stays the identity map.
+    """
 
     def __init__(self, d_x=2, d_y=2, n_components=2, hidden=None, heads="both"):
         super().__init__()
@@ -67,6 +114,26 @@ class TwoTower(nn.Module):
                     p.requires_grad_(False)
 
     def forward(self, x, y, mx=None, my=None):
+        """Embed both modalities with the heads alone (``mix=1``).
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, d_x)
+            Features of the first modality.
+        y : torch.Tensor of shape (n, d_y)
+            Features of the second modality.
+        mx, my : torch.Tensor of shape (n,), optional
+            Pairing masks (True where the row is present). Not used here:
+            they are accepted because skorch passes every key of the input
+            dict to ``forward``; :class:`ContrastiveNet` reads them in its
+            loss.
+
+        Returns
+        -------
+        out : TowerOutput
+            ``(zx, zy)``, L2-normalised embeddings of shapes
+            (n, n_components).
+        """
         return TowerOutput(self.tower_x(x), self.tower_y(y))
 
 

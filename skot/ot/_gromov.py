@@ -57,7 +57,24 @@ class LowRankGraph:
 
     @classmethod
     def cosine(cls, Z):
-        """The cosine-distance graph :math:`1 - Z Z^\top` of the rows of Z (n, d)."""
+        r"""The cosine-distance graph :math:`1 - Z Z^\top` of the rows of Z.
+
+        The graph is stored as ``LowRankGraph(Z, -Z, bias=1.0)``; nothing
+        n x n is formed. It is the cosine distance when the rows of Z are
+        L2-normalised (they are not normalised here).
+
+        Parameters
+        ----------
+        Z : tensor or array of shape (n, d) or (B, n, d)
+            Embeddings, one per row: the factors are U = Z and V = -Z
+            (:func:`skot.ot.solve_gromov` converts numpy factors to torch).
+
+        Returns
+        -------
+        graph : LowRankGraph
+            :math:`C = 1 - Z Z^\top` of shape (n, n) (or (B, n, n)), rank d
+            (d + 1 with the bias).
+        """
         return cls(Z, -Z, bias=1.0)
 
     @property
@@ -65,15 +82,31 @@ class LowRankGraph:
         return tuple(self.U.shape[:-1]) + (self.V.shape[-2],)
 
     def factors(self, bias=True):
-        """(U', V') with :math:`U' V'^\top = C` (the bias as one more column);
-        ``bias=False`` leaves the bias out."""
+        r"""Factors (U', V') with :math:`U' V'^\top = C`.
+
+        Parameters
+        ----------
+        bias : bool, default=True
+            True: the bias enters as one more column (a column equal to
+            ``bias`` in U', of ones in V'), so that :math:`U' V'^\top =
+            \mathrm{bias} + U V^\top`; built once and cached. False: the bias is
+            left out and (U, V) returned as stored. A graph with ``bias == 0``
+            returns (U, V) either way.
+
+        Returns
+        -------
+        U, V : tensor of shape (n, k') and (m, k') (or (B, n, k'), (B, m, k'))
+            k' = k + 1 with the bias column, k without it.
+        """
         U, V = self.U, self.V
         if not bias or self.bias == 0:
             return U, V
         if self._with_bias is None:
-            ones = torch.ones(U.shape[:-1] + (1,), dtype=U.dtype, device=U.device)
-            self._with_bias = (torch.cat([U, ones * self.bias], -1),
-                               torch.cat([V, ones], -1))
+            def ones(Z):
+                return torch.ones(Z.shape[:-1] + (1,), dtype=Z.dtype, device=Z.device)
+
+            self._with_bias = (torch.cat([U, ones(U) * self.bias], -1),
+                               torch.cat([V, ones(V)], -1))
         return self._with_bias
 
     def dense(self):
@@ -351,7 +384,49 @@ def fgw_pairing(W, M, Ca, Cb, P, alpha, *, balanced):
 
 
 def fgw_objective(M, Ca, Cb, P, alpha):
-    """(1 - alpha) <M, P> + alpha * GW_L2(P) for each problem in the batch."""
+    r"""Fused Gromov-Wasserstein objective (square loss) of a given plan.
+
+    .. math::
+
+        E(P) = (1 - \alpha) \langle M, P \rangle
+            + \alpha \sum_{ijkl} (C^a_{ik} - C^b_{jl})^2 P_{ij} P_{kl}
+
+    for each problem of the batch, with no entropic term (the ``value`` of
+    :func:`skot.ot.solve_gromov`). The quadratic term is evaluated through the
+    linearisation :math:`L(C_a, C_b) \otimes P` without the n x n x m x m tensor.
+    Differentiable in every torch input (autograd).
+
+    Parameters
+    ----------
+    M : torch.Tensor of shape (n, m) or (B, n, m), or LowRankGraph
+        Feature cost.
+    Ca : torch.Tensor of shape (n, n) or (B, n, n), or LowRankGraph
+        Structure matrix of the source points.
+    Cb : torch.Tensor of shape (m, m) or (B, m, m), or LowRankGraph
+        Structure matrix of the target points.
+    P : torch.Tensor of shape (n, m) or (B, n, m)
+        Transport plan (any nonnegative matrix; its marginals are not checked).
+    alpha : float
+        Weight of the structure term, in [0, 1].
+
+    Returns
+    -------
+    value : torch.Tensor of shape () or (B,)
+        :math:`E(P)`, one per problem.
+    value_linear : torch.Tensor of shape () or (B,)
+        The linear term :math:`\langle M, P \rangle` alone (without the
+        factor :math:`1 - \alpha`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skot.ot import fgw_objective
+    >>> C = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    >>> P = torch.eye(2) / 2
+    >>> value, value_linear = fgw_objective(torch.zeros(2, 2), C, C, P, 0.5)
+    >>> float(value), float(value_linear)
+    (0.0, 0.0)
+    """
     lin = _pair(M, P)
     quad = (_gw_tensor(Ca, Cb, P) * P).sum((-2, -1))
     return (1 - alpha) * lin + alpha * quad, lin

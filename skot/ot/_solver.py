@@ -92,11 +92,70 @@ class OTSolver(BaseEstimator):
         return dict(method=method, **p)
 
     def solve(self, M, a=None, b=None, **overrides):
-        """Solve the linear problem with cost ``M``; see :func:`skot.ot.solve`."""
+        """Solve the linear OT problem with cost ``M`` and the stored settings.
+
+        Calls :func:`skot.ot.solve` with this solver's parameters, updated by
+        ``overrides``. ``alpha`` is not passed; ``reg`` is set to None for the
+        unregularised methods (``"exact"``); ``unbalanced`` is passed only
+        with ``method="unbalanced"``.
+
+        Parameters
+        ----------
+        M : array-like of shape (n, m) or (B, n, m)
+            Cost matrix (numpy or torch).
+        a, b : array-like of shape (n,) and (m,) (or (B, n), (B, m)), default=None
+            Marginal weights; uniform when None.
+        **overrides
+            Keyword arguments that replace this solver's parameters for this
+            call only (e.g. ``reg=0.01``), or any other keyword of
+            :func:`skot.ot.solve` (``mask``, ``box``, ``potentials_init``, ...).
+            The solver itself is not modified.
+
+        Returns
+        -------
+        result : OTResult
+            As :func:`skot.ot.solve`.
+
+        Raises
+        ------
+        ValueError
+            If the method (stored or overridden) is a Gromov-Wasserstein method
+            (``"fgw"``, ``"fgw_exact"``).
+        """
         return solve(M, a, b, **self._kwargs(overrides, quadratic=False))
 
     def solve_gromov(self, Ca, Cb, M=None, a=None, b=None, **overrides):
-        """Solve a fused GW problem; see :func:`skot.ot.solve_gromov`."""
+        """Solve a (fused) Gromov-Wasserstein problem with the stored settings.
+
+        Calls :func:`skot.ot.solve_gromov` with this solver's parameters,
+        updated by ``overrides``. A linear method maps to its quadratic
+        counterpart: ``"exact"``, or any method with ``reg=None``, to
+        ``"fgw_exact"`` (reg None); every other linear method (``"sinkhorn"``,
+        ``"unbalanced"``, ...) to entropic ``"fgw"`` with the same ``reg``,
+        ``reg_type``, ``unbalanced``, ``max_iter``, ``tol`` and ``grad``.
+        ``mass`` is not passed.
+
+        Parameters
+        ----------
+        Ca : array-like of shape (n, n) or (B, n, n), or LowRankGraph
+            Structure matrix of the source points.
+        Cb : array-like of shape (m, m) or (B, m, m), or LowRankGraph
+            Structure matrix of the target points.
+        M : array-like of shape (n, m) or (B, n, m), or LowRankGraph, default=None
+            Feature cost; None means pure Gromov-Wasserstein.
+        a, b : array-like of shape (n,) and (m,) (or (B, n), (B, m)), default=None
+            Marginal weights; uniform when None.
+        **overrides
+            Keyword arguments that replace this solver's parameters for this
+            call only (e.g. ``alpha=0.9``), or any other keyword of
+            :func:`skot.ot.solve_gromov` (``inner_max_iter``, ``inner_tol``,
+            ...). The solver itself is not modified.
+
+        Returns
+        -------
+        result : OTResult
+            As :func:`skot.ot.solve_gromov`.
+        """
         return solve_gromov(Ca, Cb, M, a, b, **self._kwargs(overrides, quadratic=True))
 
 

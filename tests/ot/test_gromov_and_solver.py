@@ -408,3 +408,18 @@ def test_extrapolated_stop_is_within_tol_of_the_fixed_point():
     assert pub.n_iter == 3
     with pytest.raises(ValueError, match="extrapolate"):
         _solve_gromov(Ca, Cb, M, None, None, max_iter=5, tol=tol, extrapolate=-1.0, **kw)
+
+
+def test_low_rank_factors_with_bias_for_rectangular_costs(rng):
+    # the bias column was built from U's rows only: n != m failed in torch.cat
+    U = torch.tensor(rng.normal(size=(5, 3)))
+    V = torch.tensor(rng.normal(size=(4, 3)))
+    u, v = so.LowRankGraph(U, V, bias=0.7).factors()
+    torch.testing.assert_close(u @ v.T, 0.7 + U @ V.T)
+    # unbalanced FGW with that factored cost equals the dense one
+    X, Y = torch.tensor(rng.normal(size=(5, 3))), torch.tensor(rng.normal(size=(4, 3)))
+    Ca, Cb = 1 - X @ X.T, 1 - Y @ Y.T
+    low = so.solve_gromov(Ca, Cb, so.LowRankGraph(U, V, bias=0.7), reg=0.1,
+                          unbalanced=1.0)
+    dense = so.solve_gromov(Ca, Cb, 0.7 + U @ V.T, reg=0.1, unbalanced=1.0)
+    torch.testing.assert_close(low.plan, dense.plan)
