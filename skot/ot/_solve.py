@@ -15,6 +15,7 @@ from ._result import OTResult
 from ._validation import (
     Problem,
     check_balanced,
+    check_same_backend,
     _to_tensor,
     all_finite,
     check_cost,
@@ -481,6 +482,10 @@ def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
         raise ValueError(f"method={method!r} needs reg > 0, got reg=None")
     if method == "fgw_exact" and reg is not None:
         raise ValueError(f"method='fgw_exact' solves unregularised FGW; got reg={reg!r}")
+    if not isinstance(Ca.U if isinstance(Ca, LowRankGraph) else Ca, torch.Tensor):
+        others = [("Cb", Cb.U if isinstance(Cb, LowRankGraph) else Cb),
+                  ("M", M.U if isinstance(M, LowRankGraph) else M), ("a", a), ("b", b)]
+        check_same_backend(("Ca", Ca), *others)
     Ca_t, a_shape, numpy_io = _graph_tensor(Ca, "Ca")
     if len(a_shape) not in (2, 3):
         raise ValueError(f"Ca must have shape (n, n) or (B, n, n), got {a_shape}")

@@ -153,8 +153,24 @@ def check_weights(w, name, size, M, batched):
     return w
 
 
+def check_same_backend(first, *others):
+    """A numpy first input with torch ones would give numpy out and drop their
+    autograd graph and device: refuse the mix (as POT's backends do). Torch
+    first inputs take numpy others (converted to the first's device and dtype)."""
+    name, x = first
+    for other, y in others:
+        if isinstance(y, torch.Tensor):
+            raise TypeError(
+                f"{name} is a {type(x).__name__} but {other} is a torch tensor: pass "
+                f"{name} as a torch tensor too (torch in, torch out, gradients kept), "
+                "or every input as numpy"
+            )
+
+
 def check_problem(M, a, b, *, allow_inf=False):
     """Convert and validate ``M, a, b``; returns a :class:`Problem`."""
+    if not isinstance(M, torch.Tensor):
+        check_same_backend(("M", M), ("a", a), ("b", b))
     M, numpy_io = check_cost(M, allow_inf=allow_inf)
     batched = M.ndim == 3
     a = check_weights(a, "a", M.shape[-2], M, batched)

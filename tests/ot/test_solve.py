@@ -441,6 +441,19 @@ def test_bad_arrays_raise(rng):
             so.solve(torch.tensor(M, dtype=dtype), reg=0.1)
 
 
+def test_numpy_cost_with_torch_weights_is_refused(rng):
+    # numpy M decides numpy out: a torch a (with its graph) would be dropped
+    M = rng.random((5, 4))
+    a = torch.full((5,), 0.2, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(TypeError, match="M is a ndarray but a is a torch tensor"):
+        so.solve(M, a, reg=0.1)
+    with pytest.raises(TypeError, match="Ca is a ndarray but M is a torch tensor"):
+        so.solve_gromov(np.eye(5), np.eye(4), torch.tensor(M), reg=0.1)
+    # torch M takes numpy weights (converted to its dtype and device)
+    res = so.solve(torch.tensor(M), np.full(5, 0.2), reg=0.1)
+    assert isinstance(res.plan, torch.Tensor)
+
+
 def test_float32_beyond_its_precision_warns_instead_of_stopping(rng):
     # max|M| / reg = 1e8: float32 cannot hold the marginals; the default tol
     # (capped at 1e-3) is not met and the solve says so, with a finite plan
