@@ -50,7 +50,9 @@ def make_clip_like(
         (1.0 = balanced; 0.05**(1/(n_classes-1)) gives a 1:20 tail).
     noise_ratio : float in [0, 1), default=0.0
         Fraction of pairs whose caption is swapped with another pair's
-        (noisy correspondence); ``noisy`` marks them.
+        (noisy correspondence); ``noisy`` marks them. ``noise_ratio *
+        n_samples`` is rounded, and a single wrong pair (impossible: the
+        swapped captions form a cycle) becomes two.
     random_state : int, RandomState or None
 
     Returns
@@ -76,6 +78,10 @@ def make_clip_like(
         raise ValueError(f"imbalance must be in (0, 1], got {imbalance!r}")
     if not 0 <= noise_ratio < 1:
         raise ValueError(f"noise_ratio must be in [0, 1), got {noise_ratio!r}")
+    for name, v in (("modality_gap", modality_gap), ("class_spread", class_spread),
+                    ("text_noise", text_noise)):
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     rng = check_random_state(random_state)
     d = n_features
     centers = _unit(rng.normal(size=(n_classes, d)))
@@ -89,7 +95,11 @@ def make_clip_like(
               - gap)
     T = _unit(centers - gap)
     noisy = np.zeros(n_samples, dtype=bool)
+    # a wrong pair takes another row's caption (the shuffled rows form a
+    # cycle), so one alone is impossible: it becomes two (it was dropped)
     n_noisy = int(round(noise_ratio * n_samples))
+    if n_noisy == 1 and n_samples > 1:
+        n_noisy = 2
     if n_noisy > 1:
         idx = rng.choice(n_samples, n_noisy, replace=False)
         Y[idx] = Y[np.roll(idx, 1)]

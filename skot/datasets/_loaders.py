@@ -31,7 +31,8 @@ def load_embeddings(path, *, key=None, labels_key=None, mmap_mode=None):
     labels_key : str, default=None
         Optional labels array inside a ``.npz`` (same number of rows).
     mmap_mode : {None, "r"}, default=None
-        Memory-map a ``.npy`` instead of reading it.
+        Memory-map a ``.npy`` instead of reading it (a ``.npz`` cannot be:
+        a ``ValueError``).
 
     Returns
     -------
@@ -48,6 +49,12 @@ def load_embeddings(path, *, key=None, labels_key=None, mmap_mode=None):
         return Bunch(X=_check_2d(X, "the array", path))
     if path.suffix != ".npz":
         raise ValueError(f"path must end in .npy or .npz, got {path.name!r}")
+    if mmap_mode is not None:
+        # numpy reads the members of a .npz into memory whatever mmap_mode says
+        raise ValueError(
+            f"mmap_mode={mmap_mode!r} needs a .npy file; a .npz archive cannot be "
+            "memory-mapped (save the array with np.save)"
+        )
     with np.load(path, allow_pickle=False) as z:
         names = list(z.files)
         if key is None:
@@ -72,14 +79,17 @@ def load_embeddings(path, *, key=None, labels_key=None, mmap_mode=None):
     return out
 
 
-def _shards(folder, stem):
-    files = list(Path(folder).glob(f"{stem}_*.npy"))
-
-    def num(p):
-        m = re.search(r"_(\d+)\.npy$", p.name)
-        return int(m.group(1)) if m else -1
-
-    return sorted(files, key=num)
+def _shards(folder, stem, ext="npy"):
+    """``stem_<k>.ext`` files in numeric order of k; other names that the glob
+    matches (``stem_backup.ext``, ``stem_old.ext``) are not shards and are
+    left out, never placed first."""
+    pattern = re.compile(rf"^{re.escape(stem)}_(\d+)\.{ext}$")
+    found = []
+    for p in Path(folder).glob(f"{stem}_*.{ext}"):
+        m = pattern.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
 
 
 def load_embedding_shards(folder, *, modalities=("img", "text"), metadata=True):
@@ -132,8 +142,7 @@ def load_embedding_shards(folder, *, modalities=("img", "text"), metadata=True):
     if metadata and meta_dir.is_dir():
         import pandas as pd
 
-        files = sorted(meta_dir.glob("metadata_*.parquet"),
-                       key=lambda p: int(re.search(r"_(\d+)\.parquet$", p.name).group(1)))
+        files = _shards(meta_dir, "metadata", "parquet")
         frames = [pd.read_parquet(f) for f in files]
         if per_shard and [len(f) for f in frames] != per_shard[0]:
             raise ValueError(

@@ -24,6 +24,7 @@ from ..ot._solve import _solve_gromov
 from ..ot._autograd import with_gradient, with_product_gradient
 from ..ot._gromov import LowRankGraph, fgw_pairing
 from ..ot._linear import flat_dot
+from ..ot._validation import check_reg
 
 __all__ = [
     "target_plan",
@@ -122,6 +123,7 @@ def infonce_loss(x, y, *, reg=0.01, target=None):
     loss : torch.Tensor of shape ()
         Mean of the image-to-text and text-to-image cross-entropies.
     """
+    _check_pair(x, y, reg, target)
     n = x.shape[0]
     logits = x @ y.T / reg
     if target is None:  # open_clip's form: cross-entropy with the diagonal labels
@@ -132,6 +134,48 @@ def infonce_loss(x, y, *, reg=0.01, target=None):
     li = -(T * torch.log_softmax(logits, dim=1)).sum(1).mean()
     lt = -(T.T * torch.log_softmax(logits.T, dim=1)).sum(1).mean()
     return 0.5 * (li + lt)
+
+
+def _check_pair(x, y, reg, target, *, min_rows=1, **more_regs):
+    """Validate a batch of pairs before any work: x, y (n, d) tensors of the
+    same shape (row i of x paired with row i of y), finite; reg (and the other
+    named regularisations) finite > 0; target None or an (n, n) coupling
+    (entries >= 0, total 1). The finiteness and target checks are reductions
+    synchronised once."""
+    for name, t in (("x", x), ("y", y)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
+        if t.ndim != 2:
+            raise ValueError(f"{name} must have shape (n, d), got {tuple(t.shape)}")
+    if x.shape != y.shape:
+        raise ValueError(
+            f"x and y must be paired rows of the same shape, got {tuple(x.shape)} "
+            f"and {tuple(y.shape)}"
+        )
+    n = x.shape[0]
+    if n < min_rows:
+        raise ValueError(f"the batch needs at least {min_rows} pair(s), got {n}")
+    check_reg(reg, allow_none=False)
+    for name, value in more_regs.items():
+        check_reg(value, name, allow_none=False)
+    with torch.no_grad():
+        bad = ~(torch.isfinite(x.sum()) & torch.isfinite(y.sum()))
+        if target is not None:
+            if tuple(target.shape) != (n, n):
+                raise ValueError(
+                    f"target must have shape ({n}, {n}) to match the batch, got "
+                    f"{tuple(target.shape)}"
+                )
+            tgt = (~torch.isfinite(target.sum()) | (target.min() < 0)
+                   | ((target.sum() - 1).abs() > 1e-3))
+    if bool(bad):
+        raise ValueError("x or y contains NaN or inf")
+    if target is not None and bool(tgt):
+        raise ValueError(
+            "target must be a coupling of the batch: finite entries >= 0 summing "
+            f"to 1 (e.g. skot.losses.target_plan), got a sum of {float(target.sum()):.6g}"
+            f" and a minimum of {float(target.min()):.6g}"
+        )
 
 
 # The target coupling is None for the default I/n; these helpers then use its
@@ -146,6 +190,20 @@ def _plan_nll(P, target):
     if target is None:
         return -torch.log(torch.diagonal(P).clamp_min(_tiny(P))).mean()
     return -(target * torch.log(P.clamp_min(_tiny(P)))).sum()
+
+
+def _gibbs_nll(res, M, target, reg):
+    """-sum target log P for a plan of Gibbs form with uniform weights, from its
+    potentials: log P_ij = (f_i + g_j - M_ij) / reg - 2 log n, exact where the
+    plan's entries underflow (float32 at reg 0.01 flushes entries that the
+    clamp in :func:`_plan_nll` would count as -log(tiny) = 87)."""
+    f, g = res.potentials
+    n = M.shape[0]
+    if target is None:
+        inner = (f + g - torch.diagonal(M)).mean()
+        return -(inner / reg - 2.0 * math.log(n))
+    inner = f @ target.sum(1) + g @ target.sum(0) - (M * target).sum()
+    return -(inner / reg - 2.0 * math.log(n) * target.sum())
 
 
 def _target_dot(C, target):
@@ -247,7 +305,12 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
         of :func:`skot.ot.solve` (1000 for the entropic methods).
     uniformity : float, default=0.0
         Weight of :func:`uniformity_penalty` of the inner plan (of :math:`C`),
-        added to the loss; 0 leaves it out.
+        added to the loss; 0 leaves it out. With ``grad="envelope"`` its
+        gradient is taken through the plan with the potentials held fixed
+        (:math:`\partial P / \partial C = -P/\varepsilon`): a surrogate, exact
+        for ``"total"`` and 9-29% off the gradient of the converged plan for
+        the other sets on small float64 batches; ``grad="autodiff"``
+        differentiates the unrolled plan.
 
     Returns
     -------
@@ -256,6 +319,7 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
         two directions when symmetrised), plus ``uniformity`` times the
         penalty.
     """
+    _check_pair(x, y, reg, target)
     n = x.shape[0]
     T = target
     tol = _loss_tol(x.dtype)
@@ -281,16 +345,25 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
         # "total"; IOT-CL's surrogate for relaxed constraint sets). Holding the
         # potentials fixed instead would leave only T / eps (no negatives).
         envelope = grad == "envelope" and method not in ("rows", "cols")
+        if method in ("rows", "cols"):
+            # one closed-form update (a row or column softmax): unrolled, its
+            # gradient is InfoNCE's; the envelope plan (potentials held fixed)
+            # would leave only the positives' pull T / eps
+            kw["grad"] = "autodiff"
         for M, Tm in ((C, T), (C.T, _transpose(T))) if sym else ((C, T),):
             res = solve(M, method=method, **kw)
             if uniformity > 0 and P is None:
                 P = res.plan
             if envelope:
                 Pd = res.plan.detach()
-                term = with_gradient(_plan_nll(Pd, Tm), (M, _target_minus(Tm, Pd) / reg))
+                with torch.no_grad():
+                    nll = _gibbs_nll(res, M.detach(), Tm, reg)
+                term = with_gradient(nll, (M, _target_minus(Tm, Pd) / reg))
                 del res, Pd
             else:
-                term = _plan_nll(res.plan, Tm)
+                # the plan is exp((f + g - M) / reg - 2 log n) at the returned
+                # potentials (a graph through them when unrolled)
+                term = _gibbs_nll(res, M, Tm, reg)
             loss = loss + term / (2 if sym else 1)
     # KL(T || P) = -sum T log P + sum T log T
     loss = loss + _target_entropy(T, n)
@@ -352,8 +425,10 @@ def _iot_envelope(x, y, reg, method, T, tol, max_iter, *, unbalanced, box):
     value, G = 0.0, None
     with torch.no_grad():
         for M, Tm in ((C, T), (C.T, _transpose(T))) if sym else ((C, T),):
-            P = solve(M, **kw).plan
-            value = value + _plan_nll(P, Tm)
+            res = solve(M, **kw)
+            value = value + _gibbs_nll(res, M, Tm, reg)
+            P = res.plan
+            del res
             if G is None:
                 G = _plan_minus_target_(P, Tm)
             else:
@@ -463,6 +538,7 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
         :math:`\mathrm{KL}(\tilde P \| P)` at the plan P of the last
         linearised problem.
     """
+    _check_pair(x, y, reg, target)
     n, d = x.shape
     T = target
     # factored from d = n on (a step at n = d = 512: 48 ms factored, 58 ms
@@ -656,6 +732,11 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
         Half the sum of the image-side and caption-side KL divergences from Y
         to the row softmax, each a mean over the n rows.
     """
+    _check_pair(x, y, reg, target, min_rows=2, ot_reg=ot_reg)
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
+    if not 0.0 <= noise_ratio < 1.0:
+        raise ValueError(f"noise_ratio must be in [0, 1), got {noise_ratio!r}")
     n = x.shape[0]
     # pos: the positives of each image row; None is the diagonal (the default
     # target), whose masks and labels are built in O(n) instead of n x n passes

@@ -31,6 +31,8 @@ def selective_accuracy(y_true, y_pred, *, reject_label=-1):
     y_true = column_or_1d(np.asarray(y_true, dtype=object))
     y_pred = column_or_1d(np.asarray(y_pred, dtype=object))
     check_consistent_length(y_true, y_pred)
+    if len(y_true) == 0:
+        raise ValueError("y_true is empty: need at least 1 sample")
     kept = y_pred != reject_label
     if not kept.any():
         raise ValueError(
@@ -56,7 +58,11 @@ def risk_coverage_curve(y_true, y_pred, confidence):
     """Risk (error rate on kept rows) as a function of coverage.
 
     Rows are kept in decreasing order of ``confidence``; at coverage ``k/n`` the
-    risk is the error rate of the ``k`` most confident predictions.
+    risk is the error rate of the ``k`` most confident predictions. Rows of
+    equal confidence cannot be ordered: within such a group the errors are
+    spread evenly over its positions (the mean over the orders of the tied
+    rows), so the curve does not depend on the order of the rows (constant
+    confidence gives the overall error rate at every coverage).
 
     Parameters
     ----------
@@ -76,8 +82,18 @@ def risk_coverage_curve(y_true, y_pred, confidence):
     y_true, y_pred, confidence = _check(y_true, y_pred, confidence)
     order = np.argsort(-confidence, kind="stable")
     errors = (y_true[order] != y_pred[order]).astype(float)
-    k = np.arange(1, len(errors) + 1)
-    return k / len(errors), np.cumsum(errors) / k, confidence[order]
+    conf = confidence[order]
+    n = len(errors)
+    k = np.arange(1, n + 1)
+    # tied confidences form one group whose errors are spread evenly over its
+    # positions (the mean over the orders of the tied rows)
+    starts = np.flatnonzero(np.r_[True, conf[1:] != conf[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    group_err = np.add.reduceat(errors, starts)
+    before = np.r_[0.0, np.cumsum(group_err)[:-1]]
+    gid = np.repeat(np.arange(len(starts)), sizes)
+    cum = before[gid] + (k - starts[gid]) * (group_err / sizes)[gid]
+    return k / n, cum / k, conf
 
 
 def aurc(y_true, y_pred, confidence):

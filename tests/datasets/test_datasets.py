@@ -72,3 +72,37 @@ def test_load_clip_retrieval_layout(tmp_path):
     np.save(tmp_path / "text_emb" / "text_emb_1.npy", rng.normal(size=(3, 6)))
     with pytest.raises(ValueError, match="dimensions"):
         load_embedding_shards(tmp_path)
+
+
+def test_shard_layout_ignores_files_that_are_not_shards(tmp_path):
+    # a stray img_emb_backup.npy was placed first (index -1) and a stray
+    # metadata_old.parquet crashed with an AttributeError
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(0)
+    for sub in ("img_emb", "text_emb", "metadata"):
+        (tmp_path / sub).mkdir()
+    for i, s in enumerate([2, 3]):
+        np.save(tmp_path / "img_emb" / f"img_emb_{i}.npy", np.full((s, 4), i))
+        np.save(tmp_path / "text_emb" / f"text_emb_{i}.npy", rng.normal(size=(s, 4)))
+        pd.DataFrame({"k": range(s)}).to_parquet(
+            tmp_path / "metadata" / f"metadata_{i}.parquet")
+    np.save(tmp_path / "img_emb" / "img_emb_backup.npy", np.full((9, 4), 7.0))
+    pd.DataFrame({"k": range(9)}).to_parquet(tmp_path / "metadata" / "metadata_old.parquet")
+    d = load_embedding_shards(tmp_path)
+    np.testing.assert_array_equal(d.img[:, 0], [0, 0, 1, 1, 1])
+    assert len(d.metadata) == 5
+
+
+def test_make_clip_like_single_noisy_pair_becomes_two_and_checks_scales():
+    d = make_clip_like(10, n_classes=2, noise_ratio=0.1, random_state=0)
+    assert d.noisy.sum() == 2
+    for name in ("modality_gap", "class_spread", "text_noise"):
+        with pytest.raises(ValueError, match=name):
+            make_clip_like(10, **{name: -0.5})
+
+
+def test_npz_cannot_be_memory_mapped(tmp_path):
+    np.savez(tmp_path / "e.npz", X=np.ones((3, 2)))
+    with pytest.raises(ValueError, match="mmap_mode"):
+        load_embeddings(tmp_path / "e.npz", mmap_mode="r")

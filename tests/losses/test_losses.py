@@ -31,10 +31,70 @@ def test_infonce_equals_open_clip_clip_loss():
                                    _open_clip_loss(x, y, 1 / reg))
 
 
-def test_rows_only_iot_equals_infonce():
+@pytest.mark.parametrize("method", ["rows", "cols"])
+@pytest.mark.parametrize("grad", ["envelope", "autodiff"])
+def test_rows_only_iot_equals_infonce(method, grad):
+    # value and gradient: with grad="envelope" the one-sided plan used to carry
+    # the fixed-potential gradient, which keeps only the positives' pull
     x, y = _pair()
-    torch.testing.assert_close(L.iot_loss(x, y, reg=0.1, method="rows"),
-                               L.infonce_loss(x, y, reg=0.1))
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    la = L.iot_loss(xa, y, reg=0.1, method=method, grad=grad)
+    lb = L.infonce_loss(xb, y, reg=0.1)
+    torch.testing.assert_close(la, lb)
+    la.backward()
+    lb.backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
+
+
+@pytest.mark.parametrize("method", ["sinkhorn", "total", "unbalanced", "dbot", "rows"])
+def test_float32_loss_values_match_float64_at_clip_temperature(method):
+    # reg 0.01: plan entries below float32's range used to count as -log(tiny)
+    # = 87 each; -log P of the positives now comes from the potentials
+    g = torch.Generator().manual_seed(5)
+    x = F.normalize(torch.randn(16, 8, generator=g, dtype=torch.float64), dim=1)
+    y = F.normalize(torch.randn(16, 8, generator=g, dtype=torch.float64), dim=1)
+    v64 = L.iot_loss(x, y, reg=0.01, method=method)
+    v32 = L.iot_loss(x.float(), y.float(), reg=0.01, method=method)
+    assert float(v32) == pytest.approx(float(v64), rel=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["infonce", "iot", "fgw", "ncu"])
+def test_bad_batches_are_clear_errors(loss):
+    fn = {"infonce": L.infonce_loss, "iot": L.iot_loss, "fgw": L.fgw_loss,
+          "ncu": L.ncu_loss}[loss]
+    x, y = _pair(n=5)
+    with pytest.raises(ValueError, match="same shape"):
+        fn(x, y[:4])
+    with pytest.raises(ValueError, match="reg must be a finite float > 0"):
+        fn(x, y, reg=0.0)
+    with pytest.raises(ValueError, match="reg must be a finite float > 0"):
+        fn(x, y, reg=-0.1)
+    xn = x.clone()
+    xn[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        fn(xn, y)
+    with pytest.raises(ValueError, match=r"target must have shape \(5, 5\)"):
+        fn(x, y, target=torch.eye(4, dtype=x.dtype) / 4)
+    with pytest.raises(ValueError, match="coupling"):
+        fn(x, y, target=torch.eye(5, dtype=x.dtype))  # sums to 5, not 1
+    with pytest.raises(ValueError, match="coupling"):
+        fn(x, y, target=(torch.eye(5, dtype=x.dtype) - 0.05) / 4)  # negative
+    with pytest.raises(ValueError, match=r"shape \(n, d\)"):
+        fn(x[0], y[0])
+
+
+def test_ncu_options_and_batch_size():
+    x, y = _pair(n=5)
+    with pytest.raises(ValueError, match="at least 2"):
+        L.ncu_loss(x[:1], y[:1])
+    with pytest.raises(ValueError, match="gamma"):
+        L.ncu_loss(x, y, gamma=2.0)
+    with pytest.raises(ValueError, match="noise_ratio"):
+        L.ncu_loss(x, y, noise_ratio=1.5)
+    with pytest.raises(ValueError, match="noise_ratio"):
+        L.ncu_loss(x, y, noise_ratio=-0.1)
+    with pytest.raises(ValueError, match="ot_reg"):
+        L.ncu_loss(x, y, ot_reg=0.0)
 
 
 def test_envelope_iot_equals_unrolled_kl_and_has_plan_gradient():

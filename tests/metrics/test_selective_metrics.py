@@ -34,3 +34,28 @@ def test_metric_bad_input():
         aurc([0, 1], [0], [0.1, 0.2])
     with pytest.raises(ValueError, match="NaN"):
         aurc([0, 1], [0, 1], [np.nan, 0.2])
+
+
+def test_tied_confidences_do_not_depend_on_row_order():
+    # constant confidence: the overall error rate at every coverage (the rows
+    # used to be taken in input order, 0.333 or 0.667 for the same data)
+    assert aurc([0, 1, 0, 1], [0, 0, 0, 0], np.ones(4)) == pytest.approx(0.5)
+    assert aurc([1, 0, 1, 0], [0, 0, 0, 0], np.ones(4)) == pytest.approx(0.5)
+    # a tied group's errors are spread evenly over its positions
+    cov, risk, thr = risk_coverage_curve([0, 1, 1, 0, 1], [0, 0, 1, 0, 0],
+                                         [0.9, 0.5, 0.5, 0.5, 0.1])
+    np.testing.assert_allclose(risk, [0, 1 / 6, 2 / 9, 1 / 4, 2 / 5])
+    np.testing.assert_allclose(thr, [0.9, 0.5, 0.5, 0.5, 0.1])
+    # and equals the mean over all orders of the tied rows
+    import itertools
+
+    y, p = np.array([1, 1, 0]), np.array([0, 1, 0])
+    curves = [np.cumsum(y[list(o)] != p[list(o)]) / np.arange(1, 4)
+              for o in itertools.permutations(range(3))]
+    np.testing.assert_allclose(risk_coverage_curve(y, p, np.ones(3))[1],
+                               np.mean(curves, axis=0))
+
+
+def test_selective_accuracy_empty_input():
+    with pytest.raises(ValueError, match="empty"):
+        selective_accuracy([], [])
