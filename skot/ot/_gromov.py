@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ._linear import _entropic, _np, _unbalanced_pair
+from ._sinkhorn import _kl_mass, tiny_log
 from ._registry import register_method
 from ._validation import Problem
 
@@ -527,10 +528,11 @@ def _fgw_entropic(prob, opts):
         value, value_linear = _value(M, Ca, Cb, P, alpha, grad)
         if rho is not None:
             r, c = P.sum(-1), P.sum(-2)
+            # the marginal penalties with the generalised KL (mass terms), as
+            # skot.ot.solve's unbalanced value
             for w, marg, rr in ((a, r, rho[0]), (b, c, rho[1])):
                 if not math.isinf(rr):
-                    value = value + rr * (marg * (marg.clamp_min(1e-300).log()
-                                                  - w.clamp_min(1e-300).log())).sum(-1)
+                    value = value + rr * _kl_mass(marg, tiny_log(w), w)
         return value, value_linear
 
     if grad == "detach":  # computed on first access only

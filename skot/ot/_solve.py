@@ -448,7 +448,9 @@ def solve_gromov(
     Returns
     -------
     result : OTResult
-        ``value`` is the FGW objective without the entropic term.
+        ``value`` is the FGW objective without the entropic term; with
+        ``unbalanced``, plus the marginal penalties (generalised KL, as in
+        :func:`solve`).
     """
     return _solve_gromov(
         Ca, Cb, M, a, b, alpha=alpha, reg=reg, reg_type=reg_type, loss=loss,

@@ -423,3 +423,19 @@ def test_low_rank_factors_with_bias_for_rectangular_costs(rng):
                           unbalanced=1.0)
     dense = so.solve_gromov(Ca, Cb, 0.7 + U @ V.T, reg=0.1, unbalanced=1.0)
     torch.testing.assert_close(low.plan, dense.plan)
+
+
+def test_unbalanced_fgw_value_uses_generalised_kl(rng):
+    Ca, Cb, M = _graphs(rng)
+    res = so.solve_gromov(Ca, Cb, M, reg=0.1, unbalanced=0.5, alpha=0.3)
+    P = res.plan
+    n, m = M.shape
+    a, b = np.full(n, 1 / n), np.full(m, 1 / m)
+
+    def kl(p, q):
+        return (p * np.log(p / q)).sum() - p.sum() + q.sum()
+
+    fgw, _ = so.fgw_objective(torch.tensor(M), torch.tensor(Ca), torch.tensor(Cb),
+                              torch.tensor(P), 0.3)
+    expected = float(fgw) + 0.5 * (kl(P.sum(1), a) + kl(P.sum(0), b))
+    assert res.value == pytest.approx(expected, rel=1e-10)
