@@ -141,7 +141,7 @@ def _check_pair(x, y, reg, target, *, min_rows=1, **more_regs):
     same shape (row i of x paired with row i of y), finite; reg (and the other
     named regularisations) finite > 0; target None or an (n, n) coupling
     (entries >= 0, total 1). The finiteness and target checks are reductions
-    synchronised once."""
+    (two passes over the target) synchronised once."""
     for name, t in (("x", x), ("y", y)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
@@ -166,15 +166,15 @@ def _check_pair(x, y, reg, target, *, min_rows=1, **more_regs):
                     f"target must have shape ({n}, {n}) to match the batch, got "
                     f"{tuple(target.shape)}"
                 )
-            tgt = (~torch.isfinite(target.sum()) | (target.min() < 0)
-                   | ((target.sum() - 1).abs() > 1e-3))
-    if bool(bad):
-        raise ValueError("x or y contains NaN or inf")
-    if target is not None and bool(tgt):
+            total, low = target.sum(), target.min()  # two passes over n x n
+            bad = bad | ~torch.isfinite(total) | (low < 0) | ((total - 1).abs() > 1e-3)
+    if bool(bad):  # the one synchronisation
+        if not bool(torch.isfinite(x.sum()) & torch.isfinite(y.sum())):
+            raise ValueError("x or y contains NaN or inf")
         raise ValueError(
             "target must be a coupling of the batch: finite entries >= 0 summing "
-            f"to 1 (e.g. skot.losses.target_plan), got a sum of {float(target.sum()):.6g}"
-            f" and a minimum of {float(target.min()):.6g}"
+            f"to 1 (e.g. skot.losses.target_plan), got a sum of {float(total):.6g}"
+            f" and a minimum of {float(low):.6g}"
         )
 
 
