@@ -137,7 +137,9 @@ def load_embedding_shards(folder, *, modalities=("img", "text"), metadata=True):
         out[mod] = np.concatenate(arrays)
     per_shard = list(counts.values())
     if any(c != per_shard[0] for c in per_shard):
-        raise ValueError(f"row counts differ between modalities per shard: {counts}")
+        raise ValueError(
+            f"row counts differ between modalities per shard in {folder}: {counts}"
+        )
     meta_dir = folder / "metadata"
     if metadata and meta_dir.is_dir():
         import pandas as pd

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -374,6 +375,15 @@ class WassersteinCoresetSelector(BaseEstimator):
             raise ValueError(
                 f"y_reference has no rows of classes {missing[:5].tolist()} present "
                 "in y; every class needs reference rows"
+            )
+        extra = np.setdiff1d(np.unique(yV), np.unique(y))
+        if extra.size:
+            share = float(np.isin(yV, extra).mean())
+            warnings.warn(
+                f"y_reference has classes {extra[:5].tolist()} with no rows in y "
+                f"({share:.1%} of the reference); the coreset cannot represent "
+                "them, and the class weights are renormalised over the classes of y",
+                UserWarning, stacklevel=3,
             )
         return V, yV
 

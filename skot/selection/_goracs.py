@@ -178,14 +178,19 @@ def greedy_select(prob, k, *, batch=256, prune=True):
     def add_one():
         while True:
             best = int(torch.argmax(ub))
+            if not math.isfinite(float(ub[best])):
+                return None  # every row is chosen
             if fresh[best]:
                 break
+            # re-evaluate the stale rows among the top bounds, the current best
+            # always among them (with more than ``batch`` tied bounds the top-k
+            # need not contain the argmax, and the loop never ended); chosen
+            # rows keep their -inf (re-evaluated, they were chosen again)
             top = torch.topk(ub, min(batch, n)).indices
-            stale = top[~fresh[top]]
+            top = top[~fresh[top] & ~chosen[top]]
+            stale = torch.cat([torch.tensor([best], device=dev), top[top != best]])
             ub[stale] = _gains(prob.rows(stale), mj)
             fresh[stale] = True
-        if not math.isfinite(float(ub[best])):
-            return None
         gain = float(ub[best])
         selected.append(best)
         chosen[best] = True

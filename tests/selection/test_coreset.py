@@ -423,3 +423,31 @@ def test_cuda_matches_cpu(rng):
     gpu = WassersteinCoresetSelector(12, device="cuda").fit(X, y)
     np.testing.assert_array_equal(cpu.sample_indices_, gpu.sample_indices_)
     assert gpu.objective_ == pytest.approx(cpu.objective_, rel=1e-9)
+
+
+@pytest.mark.parametrize("strategy", ["goracs", "greedy", "barycenter"])
+def test_tied_gains_terminate_with_distinct_rows(strategy):
+    # more than 256 candidates tied at the top gain: the lazy greedy's argmax
+    # lay outside its refresh set and fit never returned; chosen rows were
+    # re-evaluated to a finite gain and chosen again (repeated indices)
+    X = np.repeat(np.random.default_rng(0).normal(size=(5, 2)), 100, axis=0)
+    sel = WassersteinCoresetSelector(n_samples=10, strategy=strategy).fit(X)
+    idx = sel.sample_indices_
+    assert len(np.unique(idx)) == 10 and (np.diff(idx) > 0).all()
+    X = np.vstack([np.random.default_rng(1).normal(size=(10, 4))] * 3)
+    for k in (15, 30):
+        idx = WassersteinCoresetSelector(n_samples=k, strategy=strategy).fit(X)
+        idx = idx.sample_indices_
+        assert len(np.unique(idx)) == k and (np.diff(idx) > 0).all()
+    # a reference smaller than the budget
+    rng = np.random.default_rng(2)
+    sel = WassersteinCoresetSelector(n_samples=20, strategy=strategy).fit(
+        rng.normal(size=(50, 4)), X_reference=rng.normal(size=(3, 4)))
+    assert len(np.unique(sel.sample_indices_)) == 20
+
+
+def test_reference_classes_missing_from_y_warn(rng):
+    X, y = rng.normal(size=(40, 3)), np.repeat([0, 1], 20)
+    V, yV = rng.normal(size=(30, 3)), np.repeat([0, 1, 2], 10)
+    with pytest.warns(UserWarning, match=r"classes \[2\].*33.3%"):
+        WassersteinCoresetSelector(n_samples=6).fit(X, y, X_reference=V, y_reference=yV)
