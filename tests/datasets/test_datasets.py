@@ -51,18 +51,24 @@ def test_load_npy_and_npz(tmp_path):
         load_embeddings(tmp_path / "v.npy")
 
 
-def test_load_clip_retrieval_layout(tmp_path):
+def _write_layout(folder, sizes, d=5, seed=0):
+    """A clip-retrieval folder: shard i has sizes[i] rows, image rows filled
+    with i, captions c<i><j>."""
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for sub in ("img_emb", "text_emb", "metadata"):
-        (tmp_path / sub).mkdir()
-    sizes = [4, 3]
+        (folder / sub).mkdir()
     for i, s in enumerate(sizes):
-        np.save(tmp_path / "img_emb" / f"img_emb_{i}.npy", rng.normal(size=(s, 5)))
-        np.save(tmp_path / "text_emb" / f"text_emb_{i}.npy", rng.normal(size=(s, 5)))
+        np.save(folder / "img_emb" / f"img_emb_{i}.npy", np.full((s, d), float(i)))
+        np.save(folder / "text_emb" / f"text_emb_{i}.npy", rng.normal(size=(s, d)))
         pd.DataFrame({"caption": [f"c{i}{j}" for j in range(s)]}).to_parquet(
-            tmp_path / "metadata" / f"metadata_{i}.parquet")
+            folder / "metadata" / f"metadata_{i}.parquet")
+    return pd, rng
+
+
+def test_load_clip_retrieval_layout(tmp_path):
+    _, rng = _write_layout(tmp_path, [4, 3])
     d = load_embedding_shards(tmp_path)
     assert d.img.shape == (7, 5) and d.text.shape == (7, 5) and len(d.metadata) == 7
     assert d.metadata.caption.iloc[4] == "c10"
@@ -77,18 +83,10 @@ def test_load_clip_retrieval_layout(tmp_path):
 def test_shard_layout_ignores_files_that_are_not_shards(tmp_path):
     # a stray img_emb_backup.npy was placed first (index -1) and a stray
     # metadata_old.parquet crashed with an AttributeError
-    pd = pytest.importorskip("pandas")
-    pytest.importorskip("pyarrow")
-    rng = np.random.default_rng(0)
-    for sub in ("img_emb", "text_emb", "metadata"):
-        (tmp_path / sub).mkdir()
-    for i, s in enumerate([2, 3]):
-        np.save(tmp_path / "img_emb" / f"img_emb_{i}.npy", np.full((s, 4), i))
-        np.save(tmp_path / "text_emb" / f"text_emb_{i}.npy", rng.normal(size=(s, 4)))
-        pd.DataFrame({"k": range(s)}).to_parquet(
-            tmp_path / "metadata" / f"metadata_{i}.parquet")
+    pd, _ = _write_layout(tmp_path, [2, 3], d=4)
     np.save(tmp_path / "img_emb" / "img_emb_backup.npy", np.full((9, 4), 7.0))
-    pd.DataFrame({"k": range(9)}).to_parquet(tmp_path / "metadata" / "metadata_old.parquet")
+    pd.DataFrame({"caption": ["x"] * 9}).to_parquet(
+        tmp_path / "metadata" / "metadata_old.parquet")
     d = load_embedding_shards(tmp_path)
     np.testing.assert_array_equal(d.img[:, 0], [0, 0, 1, 1, 1])
     assert len(d.metadata) == 5
