@@ -581,12 +581,14 @@ def fgw_loss(x, y, *, reg=0.05, alpha=0.1, target=None, unbalanced=None, max_ite
                             reg_type="KL", loss="L2", unbalanced=unbalanced,
                             unbalanced_type="KL", method=None, max_iter=max_iter,
                             tol=tau / math.sqrt(n), grad="detach",
-                            inner_max_iter=None, inner_tol=tau, extrapolate=10.0)
+                            inner_max_iter=None, inner_tol=tau, extrapolate=10.0,
+                            nll_target="diag" if T is None else T)
     dense = (Ca.dense(), Cb.dense()) if keep else None  # kept: no new product
     del C, Ca, Cb  # the solve's inputs: the gradient needs at most the kept graphs
     P = res.plan
-    with torch.no_grad():
-        nll = _plan_nll(P, T)
+    # -sum T log P from the last inner solve's potentials and cost (the plan's
+    # entries underflow in float32 at reg 0.01)
+    nll = res._extra["nll"]
     if not (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)):
         return nll + _target_entropy(T, n)  # no gradient wanted: no pairing
     value = nll + _target_entropy(T, n)

@@ -477,6 +477,7 @@ def _fgw_entropic(prob, opts):
                  and all(isinstance(C, LowRankGraph) for C in (Ca, Cb))
                  and (Ca.bias != 0 or Cb.bias != 0))
     marg = None  # marginals of the plan of the last linearisation (drop_bias)
+    nll_target, nll = opts.get("nll_target"), None
     with ctx:
         const = _gw_const(Ca, Cb, a, b) if rho is None and track else None
         if track:
@@ -507,6 +508,8 @@ def _fgw_entropic(prob, opts):
             res = _entropic(sub, inner_opts, *kinds)
             P_new = res["plan"]
             pots = tuple(p.detach() for p in res["potentials"])
+            if nll_target is not None:
+                nll = _gibbs_nll(G, pots, a, b, opts["reg"], nll_target)
             del G
             with torch.no_grad():
                 err = _change(P_new, P, outer)
@@ -538,10 +541,26 @@ def _fgw_entropic(prob, opts):
     if grad == "detach":  # computed on first access only
         return dict(plan=P, value=None, value_linear=None, lazy_values=values,
                     potentials=pots, lazy_potentials=lazy_pots, n_iter=it, err=err,
-                    converged=converged)
+                    converged=converged, **({} if nll is None else {"nll": nll}))
     value, value_linear = values()
     return dict(plan=P, value=value, value_linear=value_linear, potentials=pots,
-                lazy_potentials=lazy_pots, n_iter=it, err=err, converged=converged)
+                lazy_potentials=lazy_pots, n_iter=it, err=err, converged=converged,
+                **({} if nll is None else {"nll": nll}))
+
+
+def _gibbs_nll(G, pots, a, b, reg, target):
+    """-sum T log P for the plan exp((f + g - G) / reg + log a + log b) of an
+    inner solve (batch of one), from its potentials and cost: no underflow.
+    ``target`` "diag": the mean over i of -log P_ii."""
+    with torch.no_grad():
+        f, g = pots[0][0], pots[1][0]
+        la, lb = tiny_log(a[0]), tiny_log(b[0])
+        G0 = G[0] if isinstance(G, torch.Tensor) else G.dense()[0]
+        if isinstance(target, str):
+            logp = (f + g - torch.diagonal(G0)) / reg + la + lb
+            return -logp.mean()
+        inner = f @ target.sum(1) + g @ target.sum(0) - (G0 * target).sum()
+        return -(inner / reg + la @ target.sum(1) + lb @ target.sum(0))
 
 
 def _value(M, Ca, Cb, P, alpha, grad):

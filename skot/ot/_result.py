@@ -68,6 +68,8 @@ class OTResult:
     # () -> (f, g), run on first access (e.g. balanced FGW's potentials, which
     # need the marginal term its iterations leave out)
     _lazy_potentials: Callable | None = field(default=None, repr=False)
+    # library-internal by-products of a solve (e.g. a loss's -sum T log P)
+    _extra: dict = field(default_factory=dict, repr=False)
 
     @property
     def plan(self):

@@ -461,7 +461,7 @@ def solve_gromov(
 
 def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
                   unbalanced_type, method, max_iter, tol, grad, inner_max_iter,
-                  inner_tol, extrapolate=None):
+                  inner_tol, extrapolate=None, nll_target=None):
     r""":func:`solve_gromov`, with the library's own options.
 
     ``extrapolate=c`` (entropic method only): also stop once the distance to
@@ -470,6 +470,11 @@ def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
     :math:`q = c\,\Delta_k / \Delta_{k-1}` (the observed contraction,
     inflated c times), stop when q < 1 and :math:`\Delta_k\, q / (1 - q)` is
     below ``tol`` (the geometric bound on :math:`\|P_k - P_\infty\|_F`).
+
+    ``nll_target`` (entropic method, unbatched): ``"diag"`` or an (n, m)
+    coupling T; the result then carries ``-sum T log P`` (for ``"diag"``, the
+    mean of ``-log P_ii``) from the last inner solve's potentials and cost
+    (``result._extra["nll"]``), exact where float32 plan entries underflow.
     """
     reg, tol = _check_common(reg, reg_type, grad, max_iter, tol, unbalanced_type)
     if loss != "L2":
@@ -528,8 +533,13 @@ def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
         opts["inner_tol"] = check_positive(inner_tol, "inner_tol")
     if extrapolate is not None:
         opts["extrapolate"] = check_positive(extrapolate, "extrapolate")
+    if nll_target is not None:
+        opts["nll_target"] = nll_target
     res = func(prob, opts)
-    return _finish(res, method, max_iter, prob.batched, numpy_io)
+    out = _finish(res, method, max_iter, prob.batched, numpy_io)
+    if "nll" in res:
+        out._extra["nll"] = res["nll"]
+    return out
 
 
 _ = Problem
