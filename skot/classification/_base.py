@@ -15,15 +15,14 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .._backend import as_tensor, resolve_device, to_numpy
 from ..ot import OTSolver, available_methods, get_solver
+from ..ot._registry import default_max_iter
 from ..ot._validation import check_reg
 from ._transductive import transductive_plan
 
 __all__ = ["BaseOTClassifier"]
 
-# max_iter=None: the iteration budget of the entropic posterior solves; the
-# methods named here keep their own (POT's network simplex, L-BFGS)
+# max_iter=None: the iteration budget of the entropic posterior solves
 _ENTROPIC_MAX_ITER = 10_000
-_OWN_BUDGET = ("exact", "fgw_exact", "sparse")
 
 
 def _normalize(X):
@@ -162,11 +161,13 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         # 0.01 the floor is 1-4e-6, and a fixed 1e-6 ran every solve to
         # max_iter and warned although it had converged
         tol = 1e-6 if dtype == torch.float64 else None
-        max_iter = self.max_iter
-        name = "sinkhorn" if self.solver is None else self.solver
-        if max_iter is None and isinstance(name, str) and name not in _OWN_BUDGET:
-            max_iter = self._entropic_max_iter()
-        return get_solver(self.solver, reg=self.reg, max_iter=max_iter, tol=tol)
+        solver = get_solver(self.solver, reg=self.reg, max_iter=self.max_iter, tol=tol)
+        # a named solver with no budget of its own (the entropic methods; the
+        # registry holds the network simplex's and L-BFGS's) gets 10000
+        if (not isinstance(self.solver, OTSolver) and solver.max_iter is None
+                and default_max_iter(solver.method, solver.reg, None) is None):
+            solver.set_params(max_iter=self._entropic_max_iter())
+        return solver
 
     def _entropic_max_iter(self):
         """``max_iter``, or 10000 when None: the class-posterior problems are

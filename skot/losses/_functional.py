@@ -24,6 +24,7 @@ from ..ot._solve import _solve_gromov
 from ..ot._autograd import with_gradient, with_product_gradient
 from ..ot._gromov import LowRankGraph, fgw_pairing
 from ..ot._linear import flat_dot
+from ..ot._sinkhorn import gibbs_nll
 from ..ot._validation import check_reg
 
 __all__ = [
@@ -185,25 +186,12 @@ def _tiny(t):
     return torch.finfo(t.dtype).tiny
 
 
-def _plan_nll(P, target):
-    """-sum target log P (P > 0)."""
-    if target is None:
-        return -torch.log(torch.diagonal(P).clamp_min(_tiny(P))).mean()
-    return -(target * torch.log(P.clamp_min(_tiny(P)))).sum()
-
-
 def _gibbs_nll(res, M, target, reg):
-    """-sum target log P for a plan of Gibbs form with uniform weights, from its
-    potentials: log P_ij = (f_i + g_j - M_ij) / reg - 2 log n, exact where the
-    plan's entries underflow (float32 at reg 0.01 flushes entries that the
-    clamp in :func:`_plan_nll` would count as -log(tiny) = 87)."""
+    """-sum target log P of a loss's inner solve (uniform weights 1/n) from
+    its potentials (:func:`skot.ot._sinkhorn.gibbs_nll`)."""
     f, g = res.potentials
-    n = M.shape[0]
-    if target is None:
-        inner = (f + g - torch.diagonal(M)).mean()
-        return -(inner / reg - 2.0 * math.log(n))
-    inner = f @ target.sum(1) + g @ target.sum(0) - (M * target).sum()
-    return -(inner / reg - 2.0 * math.log(n) * target.sum())
+    log_w = -math.log(M.shape[0])
+    return gibbs_nll(f, g, M, log_w, log_w, reg, target)
 
 
 def _target_dot(C, target):

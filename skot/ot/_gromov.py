@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ._linear import _entropic, _np, _unbalanced_pair
-from ._sinkhorn import _kl_mass, tiny_log
+from ._sinkhorn import _kl_mass, gibbs_nll, tiny_log
 from ._registry import register_method
 from ._validation import Problem
 
@@ -509,7 +509,13 @@ def _fgw_entropic(prob, opts):
             P_new = res["plan"]
             pots = tuple(p.detach() for p in res["potentials"])
             if nll_target is not None:
-                nll = _gibbs_nll(G, pots, a, b, opts["reg"], nll_target)
+                # -sum T log P of this plan from its potentials and cost (the
+                # batch of one of _solve_gromov's loss path)
+                with torch.no_grad():
+                    G0 = G[0] if isinstance(G, torch.Tensor) else G.dense()[0]
+                    nll = gibbs_nll(pots[0][0], pots[1][0], G0, tiny_log(a[0]),
+                                    tiny_log(b[0]), opts["reg"],
+                                    None if isinstance(nll_target, str) else nll_target)
             del G
             with torch.no_grad():
                 err = _change(P_new, P, outer)
@@ -546,21 +552,6 @@ def _fgw_entropic(prob, opts):
     return dict(plan=P, value=value, value_linear=value_linear, potentials=pots,
                 lazy_potentials=lazy_pots, n_iter=it, err=err, converged=converged,
                 **({} if nll is None else {"nll": nll}))
-
-
-def _gibbs_nll(G, pots, a, b, reg, target):
-    """-sum T log P for the plan exp((f + g - G) / reg + log a + log b) of an
-    inner solve (batch of one), from its potentials and cost: no underflow.
-    ``target`` "diag": the mean over i of -log P_ii."""
-    with torch.no_grad():
-        f, g = pots[0][0], pots[1][0]
-        la, lb = tiny_log(a[0]), tiny_log(b[0])
-        G0 = G[0] if isinstance(G, torch.Tensor) else G.dense()[0]
-        if isinstance(target, str):
-            logp = (f + g - torch.diagonal(G0)) / reg + la + lb
-            return -logp.mean()
-        inner = f @ target.sum(1) + g @ target.sum(0) - (G0 * target).sum()
-        return -(inner / reg + la @ target.sum(1) + lb @ target.sum(0))
 
 
 def _value(M, Ca, Cb, P, alpha, grad):

@@ -285,7 +285,9 @@ def _dbot(prob, opts):
     return _entropic(prob, opts, "eq", "box", box=opts.get("box"))
 
 
-@register_method("partial", gibbs=True)
+# exact partial OT (reg None) runs the network simplex, with its budget
+@register_method("partial", gibbs=True,
+                 max_iter=lambda reg: 1_000_000 if reg is None else None)
 def _partial(prob, opts):
     """Partial OT: P 1 <= a, P^T 1 <= b, total mass ``mass``."""
     mass = opts.get("mass")

@@ -16,8 +16,9 @@ def register_method(name, *, needs_reg=False, quadratic=False, gibbs=False,
     """Register ``func(problem, options) -> dict`` under ``name``.
 
     ``max_iter``: the method's default iteration budget (``max_iter=None`` in
-    :func:`skot.ot.solve`); None keeps the solve's default (1000 for linear
-    methods, 100 outer iterations for Gromov ones).
+    :func:`skot.ot.solve`), an int or a function of ``reg`` returning one (or
+    None); None keeps the solve's default (1000 for linear methods, 100 outer
+    iterations for Gromov ones).
 
     ``gibbs=True``: with ``reg`` set (and ``reg_type="KL"``) the plan is
     ``exp((f_i + g_j - C_ij) / reg + log a_i + log b_j)`` at the returned
@@ -31,7 +32,7 @@ def register_method(name, *, needs_reg=False, quadratic=False, gibbs=False,
         if gibbs:
             _GIBBS.add(name)
         if max_iter is not None:
-            _MAX_ITER[name] = int(max_iter)
+            _MAX_ITER[name] = max_iter if callable(max_iter) else int(max_iter)
         return func
 
     return deco
@@ -59,9 +60,13 @@ def needs_reg(name):
     return name in _NEEDS_REG
 
 
-def default_max_iter(name, fallback):
-    """The iteration budget of ``name`` when the caller gives ``max_iter=None``."""
-    return _MAX_ITER.get(name, fallback)
+def default_max_iter(name, reg, fallback):
+    """The iteration budget of ``name`` at ``reg`` when the caller gives
+    ``max_iter=None``; ``fallback`` when the method registered none."""
+    budget = _MAX_ITER.get(name)
+    if callable(budget):
+        budget = budget(reg)
+    return fallback if budget is None else budget
 
 
 def is_gibbs(name):

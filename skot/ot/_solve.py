@@ -244,9 +244,7 @@ def solve(
     if geometry not in ("kernel", "log"):
         raise ValueError(f"geometry must be 'kernel' or 'log', got {geometry!r}")
     if max_iter is None:
-        # exact partial OT runs POT's network simplex, as "exact" does
-        simplex = method == "partial" and reg is None
-        max_iter = default_max_iter("exact" if simplex else method, 1000)
+        max_iter = default_max_iter(method, reg, 1000)
     if tol is None:
         tol = _default_tol(prob.M, reg)
     opts = dict(
@@ -518,7 +516,7 @@ def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
     if unbalanced is None:
         check_balanced(prob.a, prob.b)
     if max_iter is None:
-        max_iter = default_max_iter(method, 100)
+        max_iter = default_max_iter(method, reg, 100)
     if tol is None:
         tol = 1e-7
     opts = dict(
