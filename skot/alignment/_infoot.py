@@ -152,7 +152,10 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     label_penalty : float >= 0, default=0.0
         Added to the source-source distances of differently labelled rows (with
         ``y``), which makes the source kernel class-aware (bandwidth still from the
-        unpenalised distances).
+        unpenalised distances). It shapes the plan only: the conditional
+        projection weighs every query, fitted rows included, with the
+        unpenalised kernel (queries carry no labels), so a fitted row maps as a
+        new row at the same place would.
     max_iter : int, default=30
         Linearisation steps.
     tol : float, default=1e-4
@@ -446,10 +449,36 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def fit_transform(self, X, y=None, *, sample_domain=None, X_target=None):
         """Fit, then ``transform(X, sample_domain=sample_domain)`` (with
-        ``X_target``: ``transform_source(X)``)."""
+        ``X_target``: ``transform_source(X)``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Source and target rows stacked (or only source rows with ``X_target``).
+        y : array-like of shape (n_samples,), default=None
+            Source labels (-1 for target rows); see :meth:`fit`.
+        sample_domain : array-like of shape (n_samples,), default=None
+            > 0 for source rows, < 0 for target rows (SKADA's convention).
+        X_target : array-like of shape (n_target, n_features_target), default=None
+            Target rows in another space (plain InfoOT).
+
+        Returns
+        -------
+        X_out : ndarray of shape (n_samples, n_features) or (n_samples, n_features_target)
+            ``X`` with its source rows mapped into the target domain (with
+            ``X_target``: every row mapped, in the target space). Without
+            ``sample_domain``, the source rows are those ``fit`` found: the
+            rows whose label is not -1.
+        """
         self.fit(X, y, sample_domain=sample_domain, X_target=X_target)
         if X_target is not None:
             return self.transform_source(X)
+        if sample_domain is None and y is not None:
+            # the domains fit read from y (-1: target rows), as SKADA's adapters
+            # infer them in fit_transform; transform alone has no y to read
+            labels = column_or_1d(y)
+            if np.any(labels == -1):
+                sample_domain = np.where(labels == -1, -2, 1)
         return self.transform(X, sample_domain=sample_domain)
 
 

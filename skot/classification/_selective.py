@@ -316,7 +316,8 @@ class SelectiveOTClassifier(BaseOTClassifier):
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
-        sample_weight : ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights of the accuracy over the kept rows.
 
         Returns
         -------
@@ -324,7 +325,8 @@ class SelectiveOTClassifier(BaseOTClassifier):
         """
         from ..metrics import selective_accuracy
 
-        return selective_accuracy(y, self.predict(X), reject_label=self.reject_label)
+        return selective_accuracy(y, self.predict(X), reject_label=self.reject_label,
+                                  sample_weight=sample_weight)
 
 
 def _same_label(c, label):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.utils import check_consistent_length, column_or_1d
+from sklearn.utils.validation import _check_sample_weight
 
 __all__ = ["selective_accuracy", "risk_coverage_curve", "aurc"]
 
 
-def selective_accuracy(y_true, y_pred, *, reject_label=-1):
+def selective_accuracy(y_true, y_pred, *, reject_label=-1, sample_weight=None):
     """Accuracy over the rows that were not rejected.
 
     Parameters
@@ -17,6 +18,8 @@ def selective_accuracy(y_true, y_pred, *, reject_label=-1):
     y_pred : array-like of shape (n_samples,)
         Predictions, with ``reject_label`` for abstained rows.
     reject_label : int or str, default=-1
+    sample_weight : array-like of shape (n_samples,), default=None
+        Row weights: the weighted share of correct rows among the kept ones.
 
     Returns
     -------
@@ -39,7 +42,13 @@ def selective_accuracy(y_true, y_pred, *, reject_label=-1):
             "every row was rejected (y_pred == reject_label everywhere); selective "
             "accuracy is undefined at zero coverage"
         )
-    return float(np.mean(y_true[kept] == y_pred[kept]))
+    if sample_weight is None:
+        return float(np.mean(y_true[kept] == y_pred[kept]))
+    w = _check_sample_weight(sample_weight, y_true)
+    if w[kept].sum() <= 0:
+        raise ValueError("sample_weight is zero on every kept row: selective "
+                         "accuracy is undefined there")
+    return float(np.average(y_true[kept] == y_pred[kept], weights=w[kept]))
 
 
 def _check(y_true, y_pred, confidence):

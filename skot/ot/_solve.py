@@ -98,7 +98,8 @@ def _finish(res, method, max_iter, batched, numpy_io):
         converged=bool(res["converged"]),
         method=method,
         err=float(res["err"]),
-        status="converged" if res["converged"] else "max_iter reached",
+        status=res.get("status") or ("converged" if res["converged"]
+                                     else "max_iter reached"),
         _plan=plan,
         _numpy=numpy_io,
         _lazy_values=lazy,
@@ -182,7 +183,11 @@ def solve(
         ``method="dbot"``: bounds ``(lo, hi)`` on the column sums, or δ for
         ``[(1-δ) b, (1+δ) b]`` (default δ = 0.5).
     max_nz : int, optional
-        ``method="sparse"``: at most ``max_nz`` non-zeros per column.
+        ``method="sparse"``: at most ``max_nz`` non-zeros per column; at least
+        n / m (every row needs one). POT solves the dual of a convex
+        relaxation: where ``max_nz`` binds, its plan can miss the marginals,
+        and an L1 error above 1e-3 of the mass is reported as not converged
+        (``status="marginals not met"``, with a ConvergenceWarning).
     potentials_init : tuple (f, g), optional
         Warm start for the entropic solvers (potentials of an earlier result),
         shaped like ``a`` and ``b``. With ``grad="autodiff"`` the gradient is

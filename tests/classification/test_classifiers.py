@@ -60,6 +60,28 @@ def test_uniform_prior_balances_the_predicted_classes(rng):
     np.testing.assert_array_equal(np.bincount(clf.predict(X), minlength=4), [50] * 4)
 
 
+@pytest.mark.parametrize("solver, reg", [("exact", None), ("sinkhorn", 5e-3)])
+def test_prior_matching_is_otter_s_assignment(rng, solver, reg):
+    # OTTER (ALGORITHMS.md 1.4): balanced OT to the class prior pi is the
+    # assignment LP whose class counts are n pi; with n pi integer its solution
+    # is a linear sum assignment on the class columns repeated n pi_k times
+    from scipy.optimize import linear_sum_assignment
+
+    X, _, T = _clip_like(rng, n=100, k=4, noise=1.4)
+    prior = np.array([0.4, 0.3, 0.2, 0.1])
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    C = 1.0 - Xn @ (T / np.linalg.norm(T, axis=1, keepdims=True)).T
+    cols = np.repeat(np.arange(4), (100 * prior).round().astype(int))
+    rows, j = linear_sum_assignment(C[:, cols])
+    lp = cols[j[np.argsort(rows)]]
+    assert (lp != C.argmin(1)).sum() > 5  # the prior moves rows off the argmax
+    clf = FGWZeroShotClassifier(class_embeddings=T, class_prior=prior,
+                                solver=solver, reg=reg).fit(X)
+    pred = clf.predict(X)
+    np.testing.assert_array_equal(np.bincount(pred, minlength=4), [40, 30, 20, 10])
+    np.testing.assert_array_equal(pred, lp)
+
+
 def test_true_prior_helps_on_long_tailed_data(rng):
     X, y, T = _clip_like(rng, n=600, k=6, imbalance=0.5, noise=1.6)
     prior = np.bincount(y, minlength=6) / len(y)
@@ -112,6 +134,17 @@ def test_selective_coverage_is_exact(rng):
         clf = SelectiveOTClassifier(class_embeddings=T, coverage=cov).fit(X)
         kept = clf.predict(X) != -1
         assert abs(kept.mean() - cov) <= 1 / 301 + 1e-12
+
+
+def test_selective_score_takes_sample_weight(rng):
+    X, y, T = _clip_like(rng, n=200, noise=1.4)
+    clf = SelectiveOTClassifier(class_embeddings=T, coverage=0.5).fit(X)
+    pred = clf.predict(X)
+    kept = pred != -1
+    w = rng.random(200)
+    ref = np.sum(w[kept] * (pred[kept] == y[kept])) / w[kept].sum()
+    assert clf.score(X, y, sample_weight=w) == pytest.approx(ref)
+    assert clf.score(X, y, sample_weight=w) != pytest.approx(clf.score(X, y))
 
 
 def test_selective_beats_full_accuracy_and_ranks_consistently(rng):

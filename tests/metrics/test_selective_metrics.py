@@ -11,6 +11,18 @@ def test_selective_accuracy_ignores_rejected():
         selective_accuracy([0, 1], [-1, -1])
 
 
+def test_selective_accuracy_with_sample_weight():
+    y, pred = [0, 1, 2, 2], [0, -1, 2, 1]
+    # kept rows 0, 2 (right) and 3 (wrong); the rejected row's weight is moot
+    w = [1.0, 100.0, 1.0, 2.0]
+    assert selective_accuracy(y, pred, sample_weight=w) == pytest.approx(2 / 4)
+    assert selective_accuracy(y, pred, sample_weight=np.ones(4)) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="sample_weight"):
+        selective_accuracy(y, pred, sample_weight=[0.0, 1.0, 0.0, 0.0])
+    with pytest.raises(ValueError):
+        selective_accuracy(y, pred, sample_weight=[1.0, 1.0])
+
+
 def test_risk_coverage_curve_by_hand():
     y = np.array([0, 1, 1, 0])
     pred = np.array([0, 0, 1, 1])  # rows 1 and 3 wrong

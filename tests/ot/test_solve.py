@@ -326,15 +326,36 @@ def test_mask_forbids_pairs(rng):
 def test_sparse_has_at_most_max_nz_per_column(rng):
     M, a, b = _problem(rng, 8, 5)
     a, b = np.full(8, 1 / 8), np.full(5, 1 / 5)
-    res = so.solve(M, a, b, reg=0.5, method="sparse", max_nz=2)
+    # POT solves a convex relaxation (smoothed dual): where max_nz binds (10
+    # slots for 8 rows) its plan misses the marginals, and says so
+    with pytest.warns(ConvergenceWarning, match="marginals are off by"):
+        res = so.solve(M, a, b, reg=0.5, method="sparse", max_nz=2)
     assert ((res.plan > 1e-12).sum(0) <= 2).all()
-    # POT solves a convex relaxation (smoothed dual): marginals hold approximately
+    err = np.abs(res.plan.sum(1) - a).sum() + np.abs(res.plan.sum(0) - b).sum()
+    assert not res.converged and res.status == "marginals not met"
+    assert res.err == pytest.approx(err) and err > 1e-3
     np.testing.assert_allclose(res.plan.sum(0), b, atol=2e-2)
     # max_nz = n recovers quadratically regularised OT (POT reg_type="L2")
     full = so.solve(M, a, b, reg=0.5, method="sparse", max_nz=8)
     ref = ot.smooth.smooth_ot_dual(a, b, M, 0.5, reg_type="l2")
     np.testing.assert_allclose(full.plan, ref, atol=1e-6)
     assert full.converged and full.n_iter > 0
+
+
+def test_sparse_meets_the_marginals_where_max_nz_leaves_room(rng):
+    M = rng.random((50, 40))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        res = so.solve(M, reg=0.5, method="sparse", max_nz=5)
+    assert res.converged and res.status == "converged" and res.err < 1e-3
+    assert ((res.plan > 0).sum(0) <= 5).all()
+
+
+def test_sparse_refuses_an_infeasible_max_nz(rng):
+    # 10 rows need 10 non-zeros; 2 columns of at most 2 hold 4
+    with pytest.raises(ValueError, match=r"max_nz=2 is infeasible.*at least 5"):
+        so.solve(rng.random((10, 2)), reg=0.5, method="sparse", max_nz=2)
+    so.solve(rng.random((10, 2)), reg=0.5, method="sparse", max_nz=5)  # feasible
 
 
 def test_sparse_reports_its_budget(rng):
