@@ -461,3 +461,21 @@ def test_swaps_reach_distinct_points_among_many_copies():
     sel = WassersteinCoresetSelector(n_samples=10).fit(X)
     assert sel.objective_ < 0.2
     assert len(np.unique(sel.sample_indices_ // 100)) >= 4
+
+
+def test_class_budgets_follow_the_reference_frequencies(rng):
+    # GORACS' label-enhanced split: by the reference's (validation) class
+    # frequencies, the masses the objective weighs the classes by; capped by
+    # the rows a class has in X. It followed y's frequencies (20 / 8 / 2 here)
+    X = rng.normal(size=(300, 4))
+    y = np.repeat([0, 1, 2], [200, 80, 20])
+    V = rng.normal(size=(100, 4))
+    sel = WassersteinCoresetSelector(n_samples=30, random_state=0)
+    sel.fit(X, y, X_reference=V, y_reference=np.repeat([0, 1, 2], [20, 30, 50]))
+    np.testing.assert_array_equal(np.bincount(y[sel.sample_indices_]), [6, 9, 15])
+    # a class with fewer rows in X than its share keeps them all
+    sel.fit(X, y, X_reference=V, y_reference=np.repeat([0, 1, 2], [5, 5, 90]))
+    np.testing.assert_array_equal(np.bincount(y[sel.sample_indices_]), [5, 5, 20])
+    # without a reference, X's own frequencies
+    sel.fit(X, y)
+    np.testing.assert_array_equal(np.bincount(y[sel.sample_indices_]), [20, 8, 2])
