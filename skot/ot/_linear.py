@@ -23,7 +23,10 @@ from ._validation import check_balanced, check_positive
 __all__ = []
 
 
-_RHO_HARD = 1e10  # rho / reg above which a KL-relaxed marginal is solved as hard
+# rho / reg above which a KL-relaxed marginal is solved as hard, per dtype: the
+# relaxed plan is then within about reg / rho (L1) of the hard one, below the
+# dtype's default tol; past it float32 rounds rho / (rho + reg) to 1
+_RHO_HARD = {torch.float64: 1e10, torch.float32: 1e6}
 
 
 def _unbalanced_pair(unbalanced):
@@ -66,10 +69,39 @@ def _dbot_box(box, b):
         raise ValueError(f"box must be a delta >= 0 or a pair (lo, hi), got {box!r}")
     lo = torch.as_tensor(np.asarray(to_numpy(box[0])), dtype=b.dtype, device=b.device)
     hi = torch.as_tensor(np.asarray(to_numpy(box[1])), dtype=b.dtype, device=b.device)
+    for name, v in (("lo", lo), ("hi", hi)):
+        if v.dim() > b.dim() or any(s not in (1, t) for s, t in
+                                     zip(v.shape[::-1], b.shape[::-1])):
+            raise ValueError(
+                f"box=(lo, hi): {name} has shape {tuple(v.shape)}, which does not "
+                f"match the {b.shape[-1]} columns of the cost")
     lo, hi = lo.expand_as(b), hi.expand_as(b)
     if (lo > hi).any() or (lo < 0).any():
         raise ValueError("box=(lo, hi) needs 0 <= lo <= hi entrywise")
     return lo, hi
+
+
+def _check_hard_masses(a, b, rho, eps):
+    """Both marginals solved as hard: their masses must agree. Relaxed, the
+    plan's mass would be a weighted geometric mean of the two; at these
+    weights the potentials (about rho times the log mass ratio) are beyond the
+    dtype's resolution in units of reg, so no answer would be right."""
+    finite = [r for r in rho if not math.isinf(r)]
+    if not finite:
+        check_balanced(a, b)
+        return
+    with torch.no_grad():
+        ma, mb = a.sum(-1), b.sum(-1)
+        tol = 1e-6 if a.dtype == torch.float64 else 1e-4
+        if ((ma - mb).abs() > tol * torch.maximum(ma, mb)).any():
+            raise ValueError(
+                f"unbalanced={rho if rho[0] != rho[1] else rho[0]!r} is "
+                f"{max(finite) / eps:.3g} times reg, beyond what {a.dtype} resolves "
+                f"as a relaxation (above {_RHO_HARD[a.dtype]:.0e} times reg the "
+                "marginals are solved as hard constraints), but a and b have "
+                f"different total mass (sum a = {ma.flatten()[0].item():.6g}, sum b = "
+                f"{mb.flatten()[0].item():.6g}): lower unbalanced, or normalise a and b"
+                + (", or use float64" if a.dtype != torch.float64 else ""))
 
 
 def _check_mask_feasible(mask, row_kind, col_kind):
@@ -93,10 +125,14 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
     grad = opts["grad"]
     rho = _unbalanced_pair(opts.get("unbalanced"))
     if rho is not None:
-        # rho / reg above 1e10: the relaxed plan is within 1e-9 (L1) of the
-        # hard constraint's, and the translation step (rho times a difference
-        # of log masses) would amplify rounding past reg: solved as hard
-        rho = tuple(math.inf if r > _RHO_HARD * eps else r for r in rho)
+        # rho / reg above 1e10 (float64; 1e6 in float32): the relaxed plan is
+        # within about reg / rho (L1) of the hard constraint's, and the
+        # translation step (rho times a difference of log masses) would
+        # amplify rounding past reg: solved as hard
+        given = rho
+        rho = tuple(math.inf if r > _RHO_HARD[M.dtype] * eps else r for r in rho)
+        if math.isinf(rho[0]) and math.isinf(rho[1]) and row_kind == col_kind == "kl":
+            _check_hard_masses(a, b, given, eps)
     kl_ref = opts["reg_type"].lower() == "kl"
     mask = opts.get("mask")
     _check_mask_feasible(mask, row_kind, col_kind)
@@ -219,8 +255,10 @@ def _envelope(value, M, a, b, plan, f, g, balanced):
     if a.requires_grad or b.requires_grad:
         if not balanced:
             raise ValueError(
-                "grad='envelope' gives gradients w.r.t. a and b only for balanced "
-                "problems; detach a and b or use grad='autodiff'"
+                "gradients w.r.t. a and b from the duals (grad='envelope', and "
+                "every exact or POT-backed method) exist only for balanced "
+                "problems; detach a and b, or use an entropic method (reg set) "
+                "with grad='autodiff'"
             )
         fc = f.detach() - f.detach().mean(-1, keepdim=True)
         gc = g.detach() - g.detach().mean(-1, keepdim=True)
@@ -337,11 +375,26 @@ def _stack_results(results, prob, grad, balanced=True):
     return plan, value, value_linear, pots
 
 
+def _emd(a, b, M, max_iter):
+    """:func:`ot.emd` on ``M`` scaled by a power of two to max|M| in [0.5, 1),
+    its duals scaled back: the network simplex compares reduced costs with an
+    absolute epsilon (about 2e-15), so costs below about 1e-10 gave plans up to
+    7x the optimum, reported as converged. The scaling is exact in binary, so
+    the plan of a cost already in that range is unchanged.
+
+    Returns ``(plan, u, v, ok)``.
+    """
+    import ot
+
+    top = float(np.abs(M).max()) if M.size else 0.0
+    scale = math.ldexp(1.0, math.frexp(top)[1]) if 0.0 < top < math.inf else 1.0
+    plan, log = ot.emd(a, b, M / scale, numItermax=int(max_iter), log=True)
+    return plan, log["u"] * scale, log["v"] * scale, log.get("warning") is None
+
+
 @register_method("exact", max_iter=1_000_000)
 def _exact(prob, opts):
     """Exact OT by POT's network simplex (:func:`ot.emd`)."""
-    import ot
-
     check_balanced(prob.a, prob.b)
     if opts.get("mask") is not None:
         raise ValueError("mask= is not supported by method='exact'; use a large cost")
@@ -350,9 +403,9 @@ def _exact(prob, opts):
     for k in range(prob.M.shape[0]):
         a, b = _np(prob.a[k]), _np(prob.b[k])
         b = b * (a.sum() / b.sum())  # exact-sum rounding for the LP
-        plan, log = ot.emd(a, b, _np(prob.M[k]), numItermax=int(max_iter), log=True)
-        ok = ok and log.get("warning") is None
-        results.append((plan, log["u"], log["v"], 0.0))
+        plan, u, v, done = _emd(a, b, _np(prob.M[k]), max_iter)
+        ok = ok and done
+        results.append((plan, u, v, 0.0))
     plan, value, value_linear, pots = _stack_results(results, prob, opts["grad"])
     return dict(plan=plan, value=value, value_linear=value_linear, potentials=pots,
                 n_iter=0, err=0.0, converged=ok)
@@ -363,10 +416,8 @@ def _pot_partial_exact(prob, opts, mass):
     it (one dummy row and column absorb the mass left out), solved by
     :func:`ot.emd` directly so that ``max_iter`` reaches the network simplex
     and running out of it is reported (POT raises a ValueError instead). The
-    dummy-to-dummy cost ``2 max|M| + 1`` keeps dummy mass off that corner for
+    dummy-to-dummy cost ``3 max|M|`` keeps dummy mass off that corner for
     costs of any sign (POT's ``2 max M`` assumes non-negative costs)."""
-    import ot
-
     results, ok = [], True
     for k in range(prob.M.shape[0]):
         a, b, M = _np(prob.a[k]), _np(prob.b[k]), _np(prob.M[k])
@@ -376,10 +427,10 @@ def _pot_partial_exact(prob, opts, mass):
         b_ext *= a_ext.sum() / b_ext.sum()  # exact-sum rounding for the LP
         M_ext = np.zeros((n + 1, m + 1))
         M_ext[:n, :m] = M
-        M_ext[n, m] = 2.0 * np.abs(M).max() + 1.0
-        plan, log = ot.emd(a_ext, b_ext, M_ext, numItermax=int(opts["max_iter"]),
-                           log=True)
-        ok = ok and log.get("warning") is None
+        top = np.abs(M).max()
+        M_ext[n, m] = 3.0 * top if top > 0 else 1.0
+        plan, _, _, done = _emd(a_ext, b_ext, M_ext, opts["max_iter"])
+        ok = ok and done
         results.append((plan[:n, :m], None, None, 0.0))
     plan, value, value_linear, pots = _stack_results(results, prob, opts["grad"],
                                                      balanced=False)

@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from ._linear import _RHO_HARD, _check_hard_masses
 from ._result import OTResult
 from ._sinkhorn import relaxed_terms, translation_step
 from ._sinkhorn import tiny_log as _tiny_log
-from ._validation import check_positive, check_reg
+from ._validation import check_positive, check_reg, check_same_backend
 
 __all__ = ["solve_sample", "OnlineOTResult", "sample_cost"]
 
@@ -153,6 +154,11 @@ def _as_features(X, name, like=None):
                          f"{tuple(t.shape)}")
     if not t.is_floating_point():
         t = t.to(torch.float64)
+    if like is None and t.dtype in (torch.float16, torch.bfloat16):
+        # as skot.ot.solve: the kernel's exp under/overflows at half precision
+        raise TypeError(
+            f"{name} has dtype {t.dtype}; skot.ot solves in float32 or float64 "
+            "(cast the inputs, e.g. with .float())")
     if like is not None:
         if t.device != like.device:
             raise ValueError(f"{name} is on {t.device} but X_a is on {like.device}")
@@ -213,6 +219,25 @@ def _check_int(x, name, allow_none=True):
     if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1:
         raise ValueError(f"{name} must be an integer >= 1 (or None), got {x!r}")
     return int(x)
+
+
+def _check_pots(pots, n, m, like):
+    """``potentials_init``: a pair (f, g) of shapes (n,), (m,), finite."""
+    if not (isinstance(pots, (tuple, list)) and len(pots) == 2):
+        raise ValueError(
+            f"potentials_init must be a pair (f, g), got {type(pots).__name__}")
+    out = []
+    for name, p, k in (("f", pots[0], n), ("g", pots[1], m)):
+        t = torch.as_tensor(np.asarray(p) if not isinstance(p, torch.Tensor) else p)
+        if tuple(t.shape) != (k,):
+            raise ValueError(
+                f"potentials_init {name} has shape {tuple(t.shape)}; expected ({k},) "
+                f"(one entry per row of {'X_a' if name == 'f' else 'X_b'})")
+        t = t.to(like)
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"potentials_init {name} contains NaN or inf")
+        out.append(t)
+    return tuple(out)
 
 
 def _rho_pair(unbalanced):
@@ -366,11 +391,22 @@ def solve_sample(
     tol = check_positive(tol, "tol")
     rho = _rho_pair(unbalanced)
     numpy_io = not isinstance(X_a, torch.Tensor)
+    if numpy_io:  # numpy out would drop the torch inputs' graph and device
+        check_same_backend(("X_a", X_a), ("X_b", X_b), ("a", a), ("b", b))
     Xa = _as_features(X_a, "X_a")
     Xb = _as_features(X_b, "X_b", like=Xa)
     n, m = Xa.shape[0], Xb.shape[0]
     a_t = _as_weights(a, "a", n, Xa)
     b_t = _as_weights(b, "b", m, Xa)
+    if rho is not None:
+        # as skot.ot.solve: a rho far above reg is solved as a hard constraint
+        given = rho
+        rho = tuple(math.inf if r > _RHO_HARD[Xa.dtype] * reg else r for r in rho)
+        if (math.isinf(rho[0]) and math.isinf(rho[1])
+                and not all(math.isinf(r) for r in given)):
+            _check_hard_masses(a_t, b_t, given, reg)
+    if potentials_init is not None:
+        potentials_init = _check_pots(potentials_init, n, m, Xa)
     if rho is None or (math.isinf(rho[0]) and math.isinf(rho[1])):
         sa, sb = float(a_t.detach().sum()), float(b_t.detach().sum())
         if abs(sa - sb) > 1e-6 * max(sa, sb):

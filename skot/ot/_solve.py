@@ -492,6 +492,10 @@ def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
         raise ValueError(f"method={method!r} needs reg > 0, got reg=None")
     if method == "fgw_exact" and reg is not None:
         raise ValueError(f"method='fgw_exact' solves unregularised FGW; got reg={reg!r}")
+    for name, C in (("Ca", Ca), ("Cb", Cb)):
+        if C is None:
+            raise TypeError(f"{name} is required: a graph of shape (n, n) or "
+                            "(B, n, n), or a LowRankGraph")
     if not isinstance(Ca.U if isinstance(Ca, LowRankGraph) else Ca, torch.Tensor):
         others = [("Cb", Cb.U if isinstance(Cb, LowRankGraph) else Cb),
                   ("M", M.U if isinstance(M, LowRankGraph) else M), ("a", a), ("b", b)]
@@ -500,6 +504,11 @@ def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
     if len(a_shape) not in (2, 3):
         raise ValueError(f"Ca must have shape (n, n) or (B, n, n), got {a_shape}")
     Cb_t, b_shape, _ = _graph_tensor(Cb, "Cb")
+    if len(b_shape) not in (2, 3):
+        raise ValueError(f"Cb must have shape (m, m) or (B, m, m), got {b_shape}")
+    if len(a_shape) == len(b_shape) == 3 and a_shape[0] != b_shape[0]:
+        raise ValueError(f"Ca and Cb hold different batches of graphs: Ca has "
+                         f"shape {a_shape}, Cb {b_shape}")
     n, m = a_shape[-1], b_shape[-1]
     if M is None:
         shape = a_shape[:-2] + (n, m)

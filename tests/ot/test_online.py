@@ -163,6 +163,30 @@ def test_bad_input(data, kw, match):
             solve_sample(Xa, Xb, **kw)
 
 
+def test_inputs_checked_as_solve_checks_them(data):
+    Xa, Xb, _, _ = data
+    # a numpy X_a with a torch X_b gave numpy out and dropped X_b's graph
+    Xt = torch.tensor(Xb, requires_grad=True)
+    with pytest.raises(TypeError, match="X_a is a ndarray but X_b is a torch"):
+        solve_sample(Xa, Xt, reg=1.0, grad="envelope")
+    with pytest.raises(ValueError, match=r"potentials_init f has shape \(2,\)"):
+        solve_sample(Xa, Xb, reg=1.0, potentials_init=(np.zeros(2), np.zeros(50)))
+    with pytest.raises(ValueError, match="potentials_init g contains NaN"):
+        solve_sample(Xa, Xb, reg=1.0,
+                     potentials_init=(np.zeros(70), np.full(50, np.nan)))
+    with pytest.raises(TypeError, match="float16"):
+        solve_sample(torch.tensor(Xa).half(), torch.tensor(Xb).half(), reg=1.0)
+    # rho far above reg with unequal masses: refused, not solved as hard
+    one, two = np.ones(1, np.float32), np.full(1, 2.0, np.float32)
+    x = Xa[:1].astype(np.float32)
+    ok = solve_sample(x, x, one, two, reg=0.1, unbalanced=1e3)
+    ref = solve_sample(x.astype(float), x.astype(float), one.astype(float),
+                       two.astype(float), reg=0.1, unbalanced=1e3)
+    assert ok.plan.sum() == pytest.approx(ref.plan.sum(), rel=1e-3)
+    with pytest.raises(ValueError, match="different total mass"):
+        solve_sample(x, x, one, two, reg=0.1, unbalanced=1e7)
+
+
 def test_bad_shapes(data):
     Xa, Xb, _, _ = data
     with pytest.raises(ValueError, match="features"):

@@ -495,6 +495,43 @@ def test_huge_rho_is_finite(rng):
     np.testing.assert_allclose(res.plan, ref.plan, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype, limit", [(np.float64, 1e10), (np.float32, 1e6)])
+def test_huge_rho_with_unequal_masses_is_refused(rng, dtype, limit):
+    # past rho / reg = limit the marginals are solved as hard constraints, which
+    # unequal masses cannot meet: 1 x 1, masses 1 and 2 gave mass 2 (float64,
+    # rho 1e10) or 1 (float32, rho 1e7) instead of the relaxed sqrt(2)
+    M, one, two = (np.zeros((1, 1), dtype), np.ones(1, dtype), np.full(1, 2.0, dtype))
+    below = so.solve(M, one, two, reg=0.1, unbalanced=1e-3 * limit)
+    ref = so.solve(M.astype(float), one.astype(float), two.astype(float), reg=0.1,
+                   unbalanced=1e-3 * limit)
+    assert below.plan.sum() == pytest.approx(ref.plan.sum(), rel=1e-3)
+    assert ref.plan.sum() == pytest.approx(np.sqrt(2), rel=1e-3)
+    with pytest.raises(ValueError, match=r"unbalanced=.*different total mass"):
+        so.solve(M, one, two, reg=0.1, unbalanced=10 * limit)
+    with pytest.raises(ValueError, match="different total mass"):
+        so.solve(M, one, two, reg=0.1, unbalanced=np.inf)
+    # equal masses: the hard constraint is the limit, and it is taken
+    C = rng.random((5, 4)).astype(dtype)
+    res = so.solve(C, reg=0.1, unbalanced=10 * limit)
+    assert res.converged
+    np.testing.assert_allclose(res.plan, so.solve(C, reg=0.1).plan, atol=1e-6)
+    # one side relaxed: feasible at any weight on the other
+    semi = so.solve(M, one, two, reg=0.1, unbalanced=(np.inf, 1.0))
+    assert semi.plan.sum() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_bad_box_and_graphs_raise_clearly(rng):
+    with pytest.raises(ValueError, match=r"box=\(lo, hi\): lo has shape \(5,\)"):
+        so.solve(np.ones((4, 3)), reg=0.1, method="dbot",
+                 box=(np.zeros(5), np.ones(5)))
+    with pytest.raises(TypeError, match="Ca is required"):
+        so.solve_gromov(None, np.eye(3))
+    with pytest.raises(ValueError, match="different batches"):
+        so.solve_gromov(np.ones((2, 4, 4)), np.ones((3, 3, 3)))
+    with pytest.raises(ValueError, match="Cb must have shape"):
+        so.solve_gromov(np.eye(3), np.ones(3))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("method", ["sinkhorn", "unbalanced", "partial", "dbot"])
 def test_cuda_matches_cpu(rng, method):
@@ -672,3 +709,24 @@ def test_flat_dot_in_chunks_equals_the_sum_of_products(monkeypatch, layout):
     torch.testing.assert_close(lin.flat_dot(A, B), ref)
     monkeypatch.setattr(lin, "_DOT_MAX", 100)
     torch.testing.assert_close(lin.flat_dot(A, B), ref)
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1e-25, 1e20])
+def test_exact_plans_do_not_depend_on_the_cost_scale(rng, scale):
+    # POT's network simplex compares reduced costs with an absolute epsilon:
+    # costs at 1e-12 gave plans 14% above the optimum (7x at 1e-15), reported
+    # as converged; skot scales the cost by a power of two first
+    from scipy.optimize import linear_sum_assignment
+
+    M = rng.random((30, 30))
+    rows, cols = linear_sum_assignment(M)
+    opt = M[rows, cols].mean()
+    res = so.solve(M * scale)
+    assert res.converged
+    assert (res.plan * M).sum() == pytest.approx(opt, rel=1e-12)
+    assert res.value == pytest.approx(opt * scale, rel=1e-12)
+    f, g = res.potentials  # the duals are scaled back: f_i + g_j <= M_ij
+    assert (f[:, None] + g[None, :] <= M * scale * (1 + 1e-9)).all()
+    part = so.solve(M * scale, mass=0.5)
+    ref = ot.partial.partial_wasserstein(ot.unif(30), ot.unif(30), M, m=0.5)
+    assert (part.plan * M).sum() == pytest.approx((ref * M).sum(), rel=1e-9)
