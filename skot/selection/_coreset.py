@@ -9,11 +9,12 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_array, validate_data
 
 from .._backend import as_tensor, resolve_device
 from ..ot import OTSolver, get_solver
+from ..utils._param import Interval
 from ._goracs import SelectionProblem, barycenter_select, greedy_select, swap_refine
 
 __all__ = ["WassersteinCoresetSelector"]

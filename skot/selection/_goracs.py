@@ -50,22 +50,39 @@ _CACHE_BYTES = 2**31
 _BLOCK_ROWS = 2048
 
 
-def pairwise_cost(A, B, metric):
+def pairwise_cost(A, B, metric, scale=None):
     """Cost between the rows of ``A`` (n, d) and ``B`` (m, d) -> (n, m).
 
     ``"cosine"``: 1 - cos(a, b) in [0, 2]; ``"euclidean"``: ||a - b||;
-    ``"sqeuclidean"``: ||a - b||^2.
+    ``"sqeuclidean"``: ||a - b||^2. The Euclidean ones are computed on the rows
+    divided by ``scale`` (default: their largest absolute entry) and scaled
+    back, so that the squares neither overflow (entries from about 1e19 in
+    float32) nor underflow (below about 1e-19).
     """
+    if scale is None:
+        scale = _row_scale(A, B)
     if metric == "cosine":
-        An = torch.nn.functional.normalize(A, dim=-1)
-        Bn = torch.nn.functional.normalize(B, dim=-1)
+        # scaled first: normalize's 1e-12 floor on the norm made rows below it
+        # (any row at 1e-13) all-zero
+        An = torch.nn.functional.normalize(A / scale, dim=-1)
+        Bn = torch.nn.functional.normalize(B / scale, dim=-1)
         return (An @ Bn.T).neg_().add_(1.0).clamp_min_(0.0)
+    A, B = A / scale, B / scale
     sq = (A @ B.T).mul_(-2.0)
     sq.add_((A * A).sum(-1, keepdim=True)).add_((B * B).sum(-1).unsqueeze(0))
     sq.clamp_min_(0.0)
     if metric == "sqeuclidean":
-        return sq
-    return sq.sqrt_()
+        return sq.mul_(scale * scale)
+    return sq.sqrt_().mul_(scale)
+
+
+def _row_scale(*arrays):
+    """The power of two at or above the largest absolute entry of the arrays
+    (1.0 when they are all zero): dividing by it is exact in binary, so the
+    costs of rows that neither overflow nor underflow are bit for bit those
+    computed unscaled (ties among duplicated rows stay ties)."""
+    s = max(float(Z.abs().max()) if Z.numel() else 0.0 for Z in arrays)
+    return math.ldexp(1.0, math.frexp(s)[1]) if 0.0 < s < math.inf else 1.0
 
 
 class SelectionProblem:
@@ -91,12 +108,38 @@ class SelectionProblem:
         self.X, self.V, self.metric = X, V, metric
         self.scores, self.lam, self._solve = scores, float(lam), solve
         self.n, self.m = X.shape[0], V.shape[0]
+        self._scale = _row_scale(X, V)
+        self._check_finite_costs()
         self._C = None
         if self.n * self.m * X.element_size() <= _CACHE_BYTES:
             self._C = self._compute(torch.arange(self.n, device=X.device))
 
+    def _check_finite_costs(self):
+        """Refuse data whose costs would overflow (inf - inf made NaN gains,
+        and the greedy never ended)."""
+        dtype, X = self.X.dtype, self.X
+        big = torch.finfo(dtype).max
+        bound = 2.0  # cosine costs are in [0, 2]
+        if self.metric != "cosine":
+            # ||a - b|| <= 2 sqrt(d) max|entry|
+            bound = 2.0 * math.sqrt(X.shape[1]) * self._scale
+            if self.metric == "sqeuclidean":
+                bound = bound * bound
+        if self.metric != "cosine" and bound < torch.finfo(dtype).tiny / torch.finfo(dtype).eps:
+            raise ValueError(
+                f"metric={self.metric!r} costs of these rows are at most {bound:.3g}, "
+                f"below {dtype}'s precise range: rescale X (and X_reference), or use "
+                "metric='cosine'")
+        if self.scores is not None and self.lam != 0.0:
+            bound = bound + abs(self.lam) * float(self.scores.abs().max())
+        if not bound < big / 4:
+            raise ValueError(
+                f"metric={self.metric!r} costs of these rows can reach {bound:.3g}, "
+                f"beyond {dtype} (largest {big:.3g}): rescale X (and X_reference, "
+                "sample_score), or use metric='cosine'")
+
     def _compute(self, idx):
-        C = pairwise_cost(self.X[idx], self.V, self.metric)
+        C = pairwise_cost(self.X[idx], self.V, self.metric, self._scale)
         if self.scores is not None and self.lam != 0.0:
             C = C - self.lam * self.scores[idx].unsqueeze(1)
         return C
@@ -200,7 +243,10 @@ def greedy_select(prob, k, *, batch=256, prune=True):
         return gain
 
     while len(selected) < k:
-        add_one()
+        if add_one() is None:  # no finite gain left below the budget
+            raise ValueError(
+                f"the selection costs are not finite (metric={prob.metric!r}); "
+                "check X, X_reference and sample_score for extreme values")
     if not prune or k >= prob.m:
         return np.asarray(selected[:k])
     # Voronoi pruning: keep adding while some selected row serves nobody and
@@ -314,7 +360,9 @@ def swap_refine(
     random_state : numpy Generator or None
         Draws the candidate minibatches.
     tol : float
-        A move is accepted only when it lowers the objective by more than ``tol``.
+        A move is accepted only when it lowers the objective by more than
+        ``tol`` times the mean absolute cost of the initial rows (relative, so
+        that rescaling the data rescales the objective and keeps the moves).
     callback : callable or None
         Called with the objective after each accepted move.
 
@@ -328,9 +376,11 @@ def swap_refine(
     """
     S = np.asarray(S).copy()
     k = len(S)
-    value, plan, f = prob.solve(prob.rows(S))
+    C_init = prob.rows(S)
+    value, plan, f = prob.solve(C_init)
     if k == 1 or k >= prob.n or f is None:
         return S, value, 0
+    tol = tol * (float(C_init.abs().mean()) or 1.0)
     n_iter = 0
     rng = np.random.default_rng(random_state)
     for n_iter in range(1, max_iter + 1):
@@ -404,6 +454,9 @@ def barycenter_select(prob, S_init, *, max_iter=50, tol=1e-7, callback=None):
     sphere for the cosine metric). Each support point is then assigned to a
     distinct candidate row by a Hungarian assignment on the squared distance.
 
+    The iterations stop once no support point moves by more than ``tol``
+    times the mean squared norm of the reference rows (squared distance).
+
     Returns
     -------
     S : ndarray of int (k,)
@@ -414,17 +467,21 @@ def barycenter_select(prob, S_init, *, max_iter=50, tol=1e-7, callback=None):
     """
     cosine = prob.metric == "cosine"
     norm = torch.nn.functional.normalize
-    V = norm(prob.V, dim=-1) if cosine else prob.V
-    X = norm(prob.X, dim=-1) if cosine else prob.X
+    # on rows scaled to max |entry| 1 (the barycenter is scale-equivariant):
+    # the squared distances of rows at 1e-20 underflow in float32
+    s = 1.0 if cosine else prob._scale
+    V = norm(prob.V / prob._scale, dim=-1) if cosine else prob.V / s
+    X = norm(prob.X / prob._scale, dim=-1) if cosine else prob.X / s
     k = len(S_init)
     Z = X[torch.as_tensor(np.asarray(S_init), device=X.device)].clone()
+    tol = tol * (float(V.pow(2).sum(1).mean()) or 1.0)  # relative to the data
     values = []
     for _ in range(max_iter):
         C = pairwise_cost(Z, V, "sqeuclidean")
         a = torch.full((k,), 1.0 / k, dtype=C.dtype, device=C.device)
         b = torch.full((V.shape[0],), 1.0 / V.shape[0], dtype=C.dtype, device=C.device)
         res = prob._solve(C, a, b)
-        values.append(float(res.value))
+        values.append(float(res.value) * s * s)
         if callback is not None:
             callback(values[-1])
         Z_new = k * (res.plan.to(V.dtype) @ V)
@@ -436,4 +493,4 @@ def barycenter_select(prob, S_init, *, max_iter=50, tol=1e-7, callback=None):
             break
     D = pairwise_cost(Z, X, "sqeuclidean").cpu().numpy()
     _, cols = linear_sum_assignment(D)
-    return np.asarray(cols), Z, values
+    return np.asarray(cols), Z * s, values

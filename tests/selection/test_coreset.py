@@ -479,3 +479,34 @@ def test_class_budgets_follow_the_reference_frequencies(rng):
     # without a reference, X's own frequencies
     sel.fit(X, y)
     np.testing.assert_array_equal(np.bincount(y[sel.sample_indices_]), [20, 8, 2])
+
+
+@pytest.mark.parametrize("strategy", ["goracs", "barycenter"])
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+def test_selection_does_not_depend_on_the_data_scale(rng, strategy, metric):
+    # absolute tolerances (POT's simplex, swap and barycenter stopping) made
+    # rows at 1e-9 select differently; cosine rows below 1e-12 were all-zero
+    X = rng.normal(size=(60, 5))
+    ref = WassersteinCoresetSelector(n_samples=8, metric=metric, strategy=strategy,
+                                     random_state=0).fit(X)
+    power = {"euclidean": 1, "sqeuclidean": 2, "cosine": 0}[metric]
+    for scale in (1e-9, 1e-13, 1e6):
+        sel = WassersteinCoresetSelector(n_samples=8, metric=metric, strategy=strategy,
+                                         random_state=0).fit(X * scale)
+        np.testing.assert_array_equal(sel.sample_indices_, ref.sample_indices_)
+        assert sel.objective_ == pytest.approx(ref.objective_ * scale**power, rel=1e-6)
+
+
+def test_costs_beyond_the_dtype_raise_instead_of_hanging(rng):
+    # squared distances of rows at 1e20 overflow float32: inf - inf made NaN
+    # gains and the greedy never returned
+    X = (rng.normal(size=(40, 4)) * 1e20).astype(np.float32)
+    sel = WassersteinCoresetSelector(n_samples=5, metric="sqeuclidean")
+    with pytest.raises(ValueError, match=r"metric='sqeuclidean' costs .* rescale X"):
+        sel.fit(X)
+    with pytest.raises(ValueError, match="below"):
+        sel.fit(X * np.float32(1e-45))
+    # the euclidean cost of the same rows fits, and selects as at unit scale
+    ok = WassersteinCoresetSelector(n_samples=5, metric="euclidean", random_state=0)
+    np.testing.assert_array_equal(ok.fit(X).sample_indices_,
+                                  clone(ok).fit(X / np.float32(1e20)).sample_indices_)
