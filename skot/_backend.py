@@ -3,6 +3,8 @@
 No math lives here: only conversion and device/dtype resolution.
 """
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -44,6 +46,13 @@ def as_tensor(x, *, device=None, dtype=None):
     arr = np.asarray(x)
     if dtype is None:
         dtype = torch.float32 if arr.dtype == np.float32 else torch.float64
+    if not arr.flags.writeable:
+        # read-only input (a memmap, pandas 3's arrays): torch warns that the
+        # shared tensor is writable; skot never writes to its inputs
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not "
+                                    "writable", category=UserWarning)
+            return torch.as_tensor(arr, dtype=dtype, device=device)
     return torch.as_tensor(arr, dtype=dtype, device=device)
 
 

@@ -109,3 +109,27 @@ def test_selective_classes_with_reject_label_outside():
 
     check_classifiers_classes("SelectiveOTClassifier",
                               SelectiveOTClassifier(reject_label="abstain"))
+
+
+def test_numeric_parameters_refuse_booleans():
+    # True is an Integral and a Real to Python: hidden=True, n_components=True
+    # or cut_num=True passed validation as 1 and failed inside torch
+    import numpy as np
+    import pytest
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    import skot
+
+    cases = [
+        ("OTContrastiveEmbedder", "hidden"), ("OTContrastiveEmbedder", "n_components"),
+        ("OTContrastiveEmbedder", "mix"), ("WassersteinCoresetSelector", "cut_num"),
+        ("WassersteinCoresetSelector", "max_candidates"),
+        ("SelectiveOTClassifier", "selection_reg"), ("FGWZeroShotClassifier", "reg"),
+        ("InfoOTAligner", "max_iter"),
+    ]
+    X = np.random.default_rng(0).normal(size=(20, 4))
+    for name, param in cases:
+        est = getattr(skot, name)(**INIT_PARAMS[name]).set_params(**{param: True})
+        args = (X, X[:, :3]) if name == "OTContrastiveEmbedder" else (X, np.arange(20) % 2)
+        with pytest.raises(InvalidParameterError, match=f"'{param}' parameter.*Got True"):
+            est.fit(*args)

@@ -13,7 +13,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import (
     check_array,
     check_is_fitted,
@@ -23,6 +23,7 @@ from sklearn.utils.validation import (
 
 from .._backend import as_tensor, resolve_device, to_numpy
 from ..ot import OTSolver, available_methods, get_solver
+from ..utils._param import Interval
 from ._kernel_mi import (
     bandwidth,
     conditional_weights,

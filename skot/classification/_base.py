@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
@@ -17,6 +16,7 @@ from .._backend import as_tensor, resolve_device, to_numpy
 from ..ot import OTSolver, available_methods, get_solver
 from ..ot._registry import default_max_iter
 from ..ot._validation import check_reg
+from ..utils._param import Interval
 from ._transductive import transductive_plan
 
 __all__ = ["BaseOTClassifier"]
@@ -73,8 +73,9 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     f"class_embeddings has {T.shape[0]} row(s); need at least 2 classes"
                 )
+            order = np.arange(T.shape[0])
             if self.classes is None:
-                classes = np.arange(T.shape[0])
+                classes = order
             else:
                 classes = np.asarray(self.classes)
                 if classes.shape != (T.shape[0],):
@@ -82,13 +83,24 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
                         f"classes has shape {classes.shape}; expected "
                         f"({T.shape[0]},), one label per class embedding"
                     )
-            self.classes_ = classes
-            self.class_embeddings_ = _normalize(T).astype(X.dtype, copy=False)
+                uniq, counts = np.unique(classes, return_counts=True)
+                if (counts > 1).any():
+                    raise ValueError(
+                        f"classes has repeated labels {uniq[counts > 1].tolist()}; "
+                        "each class embedding needs its own label")
+                # scikit-learn's scorers read predict_proba's columns in the
+                # order of sorted classes_: sort the labels, and the class
+                # embeddings and a given prior with them
+                order = np.argsort(classes, kind="stable")
+            self._class_order = order
+            self.classes_ = classes[order]
+            self.class_embeddings_ = _normalize(T[order]).astype(X.dtype, copy=False)
             if y is not None:
                 y = np.asarray(y)
                 if len(y) != len(X):
                     raise ValueError(f"X has {len(X)} samples but y has {len(y)}")
             return X, y
+        self._class_order = None
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is "
@@ -124,6 +136,8 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
                 f"class_prior must be None, a string option or {k} non-negative "
                 f"weights (one per class), got {self.class_prior!r}"
             )
+        if getattr(self, "_class_order", None) is not None:
+            prior = prior[self._class_order]  # given in class_embeddings' order
         self.class_prior_ = prior / prior.sum()
 
     def _posterior_solver(self, dtype=torch.float64):

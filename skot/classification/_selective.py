@@ -8,11 +8,13 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import _fit_context, clone
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils import _safe_indexing
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import as_tensor, resolve_device, to_numpy
 from ..ot import solve
+from ..utils._param import Interval
 from ._base import BaseOTClassifier
 from ._transductive import transductive_plan
 
@@ -53,7 +55,8 @@ class SelectiveOTClassifier(BaseOTClassifier):
         Zero-shot class embeddings; None with ``estimator=None``: few-shot
         prototypes from ``fit(X, y)``.
     classes : array-like of shape (n_classes,), default=None
-        Labels of the class embeddings.
+        Labels of the class embeddings, distinct; ``classes_`` holds them
+        sorted, as scikit-learn's scorers assume of ``predict_proba``.
     estimator : fitted classifier with ``predict_proba``, default=None
         Wrap a probabilistic classifier instead (cost ``-log p``). It is used as
         given when already fitted; otherwise a clone is fitted on ``fit(X, y)``.
@@ -181,7 +184,10 @@ class SelectiveOTClassifier(BaseOTClassifier):
                 if y is None:
                     raise ValueError("y is required to fit the wrapped estimator")
                 est = clone(est).fit(X, y)
-            X = validate_data(self, X, dtype=[np.float64, np.float32],
+            # checked (feature count and names) but passed on as given: the
+            # wrapped estimator may select DataFrame columns by name or
+            # encode non-numeric ones itself
+            X = validate_data(self, X, dtype=None, ensure_all_finite=False,
                               ensure_min_samples=1)
             n_est = getattr(est, "n_features_in_", None)
             if n_est is not None and X.shape[1] != n_est:
@@ -206,7 +212,9 @@ class SelectiveOTClassifier(BaseOTClassifier):
     def _posterior(self, X, sl):
         """Class posterior of the rows of one batch, shape (n_b, n_classes)."""
         if self.estimator_ is not None:
-            p = self.estimator_.predict_proba(X[sl])
+            # X as the caller gave it (a DataFrame keeps its column names)
+            p = self.estimator_.predict_proba(
+                _safe_indexing(X, np.arange(sl.start, sl.stop)))
             device = resolve_device(self.device)
             return as_tensor(np.asarray(p, dtype=np.float64), device=device)
         Xt, Tt = self._tensors(X[sl])
@@ -246,10 +254,12 @@ class SelectiveOTClassifier(BaseOTClassifier):
         check_is_fitted(self)
         if self.estimator_ is None:
             X = self._check_X(X)
+            n = len(X)
         else:
-            X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+            n = len(validate_data(self, X, reset=False, dtype=None,
+                                  ensure_all_finite=False))
         probas, scores = [], []
-        for sl in self._batches(len(X)):
+        for sl in self._batches(n):
             p = self._posterior(X, sl)
             probas.append(p)
             scores.append(self._select(p))
@@ -330,9 +340,9 @@ class SelectiveOTClassifier(BaseOTClassifier):
 
 
 def _same_label(c, label):
-    """Whether class c equals label (bool classes never equal an int label)."""
-    if isinstance(c, (bool, np.bool_)) != isinstance(label, (bool, np.bool_)):
-        return False
+    """Whether class c equals label as Python (and so ``selective_accuracy``)
+    compares them: True equals 1, so a bool label and an integer class (or the
+    reverse) can clash."""
     try:
         return bool(c == label)
     except (TypeError, ValueError):
@@ -341,8 +351,10 @@ def _same_label(c, label):
 
 def _output_dtype(dtype, reject_label):
     """The labels' dtype when it holds ``reject_label`` exactly, else object
-    (bool or unsigned labels with -1, numbers with a string label)."""
-    if isinstance(reject_label, str) or dtype.kind in "OUSb":
+    (bool or unsigned labels with -1, numbers with a string label; a bool
+    reject_label with numeric labels, where True would read as class 1)."""
+    if (isinstance(reject_label, (str, bool, np.bool_))
+            or dtype.kind in "OUSb"):
         return object
     if np.can_cast(np.min_scalar_type(reject_label), dtype):
         return dtype

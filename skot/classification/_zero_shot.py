@@ -6,10 +6,11 @@ from numbers import Integral, Real
 
 import torch
 from sklearn.base import _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 
 from .._backend import as_tensor, to_numpy
 from ..ot._registry import is_gibbs
+from ..utils._param import Interval
 from ._base import BaseOTClassifier
 from ._transductive import estimate_prior, transductive_plan
 
@@ -53,7 +54,10 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         Class embeddings (e.g. averaged CLIP text prompts). None: few-shot, the
         class prototypes are the normalised means of the labelled rows in ``fit``.
     classes : array-like of shape (n_classes,), default=None
-        Labels of the class embeddings (default ``0..n_classes-1``).
+        Labels of the class embeddings (default ``0..n_classes-1``), distinct.
+        ``classes_`` holds them sorted (scikit-learn's order of the
+        ``predict_proba`` columns, which its scorers assume), and
+        ``class_embeddings_`` and ``class_prior_`` follow that order.
     alpha : float >= 0, default=0.0
         Weight of the structure (fused Gromov) term, in cost units.
     reg : float > 0, default=0.01
@@ -67,6 +71,8 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         :class:`skot.ot.OTSolver`.
     class_prior : None, "uniform", "estimate" or array-like of shape (n_classes,)
         Column marginal: None leaves the classes free (rows-only constraint).
+        An array is in the order of ``class_embeddings`` (of the sorted
+        labels of ``y`` for few-shot fitting).
     unbalanced : float > 0, default=1.0
         KL relaxation of the prior for ``solver="unbalanced"``.
     box : float >= 0, default=0.5

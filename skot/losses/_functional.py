@@ -13,6 +13,7 @@ set of the inner entropic OT problem :math:`P^\theta`.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import torch
@@ -308,6 +309,12 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
         penalty.
     """
     _check_pair(x, y, reg, target)
+    if grad not in ("envelope", "autodiff"):
+        # "detach" would leave only the positives' pull T / eps in the gradient
+        raise ValueError(f"grad must be 'envelope' or 'autodiff', got {grad!r}")
+    if isinstance(uniformity, bool) or not (
+            isinstance(uniformity, numbers.Real) and 0 <= uniformity < math.inf):
+        raise ValueError(f"uniformity must be a finite weight >= 0, got {uniformity!r}")
     n = x.shape[0]
     T = target
     tol = _loss_tol(x.dtype)
@@ -940,8 +947,12 @@ def alignment_regulariser(x_all, y_all, *, reg=0.05, form="pairwise", n_atoms=No
     W_\varepsilon(\mu_y, \nu)]` with :math:`\nu` the free-support barycenter
     of ``n_atoms`` atoms (default ``min(len(x), len(y))``), found without a
     graph by ``n_iter`` fixed-point steps (barycentric projections) from an
-    even mix of the two clouds, then held fixed (it is optimal, so its own
-    derivative does not enter the gradient).
+    even mix of the two clouds, then held fixed. The gradient is that of the
+    two OT values with the atoms held fixed: at a converged barycenter the
+    atoms' own derivative would vanish, but ``n_iter=3`` steps leave it
+    short of that, so the gradient is a surrogate (measured 22-48% off the
+    finite differences of the returned value, reg 0.1-0.5, small float64
+    batches; 8% at 10 steps, 0.1% at 30).
 
     Both use ``skot.ot.solve(..., grad="envelope")``: gradient = the plan,
     memory O(n m). The solves run to the losses' tolerance (1e-3 in float32,
@@ -975,10 +986,27 @@ def alignment_regulariser(x_all, y_all, *, reg=0.05, form="pairwise", n_atoms=No
     Raises
     ------
     ValueError
-        If ``form`` is not ``"pairwise"`` or ``"barycenter"``.
+        If ``form`` is not ``"pairwise"`` or ``"barycenter"``, the two clouds
+        are not 2-D with the same dimension, or ``n_atoms`` / ``n_iter`` are
+        not integers >= 1 / >= 0.
     """
     if form not in ("pairwise", "barycenter"):
         raise ValueError(f"form={form!r} is not known; use 'pairwise' or 'barycenter'")
+    for name, t in (("x_all", x_all), ("y_all", y_all)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
+        if t.ndim != 2 or t.shape[0] < 1:
+            raise ValueError(f"{name} must have shape (n, d) with n >= 1, got "
+                             f"{tuple(t.shape)}")
+    if x_all.shape[1] != y_all.shape[1]:
+        raise ValueError(f"x_all and y_all must share their dimension, got "
+                         f"{tuple(x_all.shape)} and {tuple(y_all.shape)}")
+    check_reg(reg, allow_none=False)
+    for name, v, low, none_ok in (("n_atoms", n_atoms, 1, True), ("n_iter", n_iter, 0, False)):
+        if v is None and none_ok:
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
     kw = dict(reg=reg, grad="envelope", max_iter=2000,
               tol=_loss_tol(x_all.dtype))
     if form == "pairwise":

@@ -14,13 +14,14 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from skorch.helper import SliceDict
 
-from .._backend import resolve_device
+from .._backend import as_tensor, resolve_device
 from ..losses import LOSSES, OTContrastiveLoss
 from ..ot import OTSolver, available_methods
+from ..utils._param import Interval
 from ._modules import ContrastiveNet, TwoTower
 
 __all__ = ["OTContrastiveEmbedder"]
@@ -313,7 +314,6 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         if seed is None or not isinstance(seed, (int, np.integer)):
             seed = int(np.random.default_rng(seed if seed is not None else None)
                        .integers(2**31 - 1))
-        torch.manual_seed(int(seed))
         k = self.n_components or min(X.shape[1], Y.shape[1])
         data = SliceDict(
             x=torch.as_tensor(np.nan_to_num(X)), y=torch.as_tensor(np.nan_to_num(Y)),
@@ -336,12 +336,24 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             iterator_train__drop_last=len(X) > self.batch_size,
             train_split=None, device=str(device), verbose=self.verbose,
         )
-        with warnings.catch_warnings(record=True) as caught:
+        # the heads' initialisation draws from torch's global generator: seeded
+        # in a fork, so that the caller's torch random state is left as it was
+        cuda = [device] if device.type == "cuda" else []
+        with warnings.catch_warnings(record=True) as caught, \
+                torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(int(seed))
             warnings.simplefilter("always")
             # skorch warns that y=None is unusual for NeuralNet: it is intended
             warnings.filterwarnings("ignore", message=".*y=None.*")
             net.fit(data, None)
         _report_warnings(caught, self._convergence_advice())
+        n_steps = sum(len(epoch["batches"]) for epoch in net.history)
+        if getattr(net, "skipped_steps_", 0) == n_steps:
+            warnings.warn(
+                f"no training batch held two paired rows (of {int((mx & my).sum())} "
+                f"pairs in {len(X)} rows, batch_size={self.batch_size}), and there is "
+                "no alignment term: the heads were not trained. Raise batch_size or "
+                "align_weight.", UserWarning, stacklevel=3)
         self.net_ = net
         self.module_ = net.module_
         self.history_ = net.history
@@ -385,7 +397,7 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         out = []
         with torch.no_grad():
             for i in range(0, len(A), 4096):
-                t = torch.as_tensor(A[i:i + 4096], device=dev)
+                t = as_tensor(A[i:i + 4096], device=dev)
                 out.append(getattr(self.module_, tower)(t, mix=self.mix).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.n_components_),
                                                          dtype=np.float32)
@@ -476,7 +488,11 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
 
         Rows that are all-NaN in ``X`` or in ``Y`` (unpaired samples) are left
         out: each paired ``X`` row retrieves among the paired ``Y`` rows and
-        vice versa.
+        vice versa. Rows with identical ``Y`` (one caption for many images, as
+        in training, where they are positives of each other) are
+        interchangeable: an ``X`` row that retrieves any copy of its ``Y`` row,
+        or a ``Y`` row that retrieves an ``X`` row paired with a copy of it, is
+        a hit (with ties, argmax would otherwise credit only the first copy).
 
         Parameters
         ----------
@@ -513,9 +529,7 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
                              "nor in Y); each row is all-NaN in X or in Y")
         zx = self._embed(X[paired], "tower_x")
         zy = self._embed(Y[paired], "tower_y")
-        S = zx @ zy.T
-        idx = np.arange(len(S))
-        return float((np.mean(S.argmax(1) == idx) + np.mean(S.argmax(0) == idx)) / 2)
+        return _recall_at_1(zx, zy, Y[paired])
 
 
 def _report_warnings(caught, advice):
@@ -534,3 +548,14 @@ def _report_warnings(caught, advice):
             ConvergenceWarning,
             stacklevel=3,
         )
+
+
+def _recall_at_1(zx, zy, Y):
+    """Mean of X->Y and Y->X recall@1 of row-paired embeddings ``zx``, ``zy``
+    (n, k); rows with identical raw ``Y`` (n, d) are one caption, so any copy
+    is a hit."""
+    S = zx @ zy.T
+    group = np.unique(Y, axis=0, return_inverse=True)[1].ravel()
+    x_to_y = np.mean(group[S.argmax(1)] == group)
+    y_to_x = np.mean(group[S.argmax(0)] == group)
+    return float((x_to_y + y_to_x) / 2)

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from skorch import NeuralNet
+from skorch.dataset import unpack_data
 from torch import nn
 
 from ..losses import target_plan
@@ -19,6 +20,20 @@ class TowerOutput(NamedTuple):
 
     zx: torch.Tensor
     zy: torch.Tensor
+
+
+def _unit_rows(v):
+    """``F.normalize(v, dim=-1)`` of rows first scaled by the power of two at
+    or above their largest entry: the squared norm of float32 rows from about
+    1e19 on overflowed and they came out all zero. The scaling is exact in
+    binary and held constant, so rows in range give the same values and
+    gradients bit for bit."""
+    with torch.no_grad():
+        top = v.abs().amax(-1, keepdim=True)
+        exponent = torch.frexp(top)[1]
+        scale = torch.ldexp(torch.ones_like(top), -exponent)
+        scale = torch.where(top > 0, scale, torch.ones_like(top))
+    return F.normalize(v * scale, dim=-1)
 
 
 class ResidualHead(nn.Module):
@@ -80,10 +95,10 @@ class ResidualHead(nn.Module):
         """
         h = torch.relu(self.V(x)) if self.hidden else x
         b = self.base(x)
-        z = F.normalize(b + self.U(h), dim=-1)
+        z = _unit_rows(b + self.U(h))
         if mix >= 1.0:
             return z
-        return F.normalize((1.0 - mix) * F.normalize(b, dim=-1) + mix * z, dim=-1)
+        return F.normalize((1.0 - mix) * _unit_rows(b) + mix * z, dim=-1)
 
 
 class TwoTower(nn.Module):
@@ -140,9 +155,24 @@ class TwoTower(nn.Module):
 class ContrastiveNet(NeuralNet):
     """skorch net whose loss sees both towers and the pairing masks.
 
-    Only ``get_loss`` is overridden: skorch owns the loop, callbacks, device,
-    history and checkpointing.
+    ``get_loss`` and ``train_step_single`` are overridden: skorch owns the loop,
+    callbacks, device, history and checkpointing.
     """
+
+    def train_step_single(self, batch, **fit_params):
+        """skorch's step, except that a batch with no loss term (fewer than two
+        pairs and no alignment term: partially paired data) is skipped: its
+        gradients stay None, so the optimizer leaves the heads (and its own
+        state) untouched. ``backward`` on its constant loss used to fail."""
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        if loss.requires_grad:
+            loss.backward()
+        else:
+            self.skipped_steps_ = getattr(self, "skipped_steps_", 0) + 1
+        return {"loss": loss, "y_pred": y_pred}
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         zx, zy = y_pred

@@ -101,6 +101,32 @@ def test_true_prior_helps_on_long_tailed_data(rng):
     assert np.abs(pi - prior).sum() < np.abs(1 / 6 - prior).sum()
 
 
+@pytest.mark.parametrize("cls", [FGWZeroShotClassifier, SelectiveOTClassifier])
+def test_unsorted_classes_are_sorted_with_their_embeddings(rng, cls):
+    # scikit-learn's scorers read predict_proba's columns in sorted-label
+    # order: with classes in reverse order, log loss read 9.3 instead of 0.56
+    from sklearn.metrics import get_scorer
+
+    X, y, T = _clip_like(rng, n=300, k=5)
+    names = np.array(["e", "d", "c", "b", "a"])
+    prior = np.array([0.1, 0.2, 0.3, 0.2, 0.2])  # in class_embeddings' order
+    kw = dict(class_prior=prior) if cls is FGWZeroShotClassifier else {}
+    clf = cls(class_embeddings=T, classes=names, **kw).fit(X)
+    ref = cls(class_embeddings=T, **kw).fit(X)  # labels 0..4 = names[::-1]
+    np.testing.assert_array_equal(clf.classes_, ["a", "b", "c", "d", "e"])
+    pred = ref.predict(X)
+    expect = np.where(pred == -1, -1, names[pred].astype(object))
+    np.testing.assert_array_equal(clf.predict(X).astype(object), expect)
+    np.testing.assert_allclose(clf.predict_proba(X), ref.predict_proba(X)[:, ::-1])
+    for name in ("neg_log_loss", "roc_auc_ovr"):
+        scorer = get_scorer(name)
+        assert scorer(clf, X, names[y]) == pytest.approx(scorer(ref, X, y))
+    if kw:
+        np.testing.assert_allclose(clf.class_prior_, prior[::-1])
+    with pytest.raises(ValueError, match=r"classes has repeated labels \['a'\]"):
+        cls(class_embeddings=T, classes=["a", "a", "b", "c", "d"]).fit(X)
+
+
 def test_classes_labels_and_few_shot(rng):
     X, y, T = _clip_like(rng)
     names = np.array(["a", "b", "c", "d", "e"])
@@ -335,6 +361,38 @@ def test_selective_labels_that_cannot_hold_reject_label(rng):
     assert pred.dtype == y.dtype and (pred == -1).sum() == 100
     with pytest.raises(ValueError, match="reject_label=0 is one of the classes"):
         SelectiveOTClassifier(T, reject_label=0).fit(X)
+    # True == 1 in Python: abstentions were written as class 1
+    with pytest.raises(ValueError, match="reject_label=True is one of the classes"):
+        SelectiveOTClassifier(T, reject_label=True).fit(X)
+    with pytest.raises(ValueError, match="reject_label=1 is one of the classes"):
+        SelectiveOTClassifier(reject_label=1).fit(X, y < 2)
+    pred = SelectiveOTClassifier(T, reject_label=True, classes=[2, 3, 4, 5],
+                                 coverage=0.5).fit(X).predict(X)
+    assert pred.dtype == object and sum(p is True for p in pred) == 100
+
+
+def test_selective_passes_dataframes_to_the_wrapped_estimator(rng):
+    # the wrapped estimator got a bare ndarray: a pipeline that picks columns
+    # by name failed, and one fitted on a DataFrame warned about feature names
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = rng.normal(size=(120, 5))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    cols = [f"c{i}" for i in range(5)]
+    df = pd.DataFrame(X, columns=cols)
+    pipe = make_pipeline(ColumnTransformer([("s", StandardScaler(), cols[:2])]),
+                         LogisticRegression())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        sel = SelectiveOTClassifier(estimator=pipe, coverage=0.5).fit(df, y)
+        pred = sel.predict(df)
+        plain = SelectiveOTClassifier(estimator=LogisticRegression(), coverage=0.5)
+        plain.fit(df, y).predict(df)
+    assert (pred != -1).sum() == 60 and sel.score(df, y) > 0.9
+    np.testing.assert_array_equal(sel.feature_names_in_, cols)
 
 
 def test_selective_wrapped_estimator_checks_feature_count(rng):

@@ -546,3 +546,18 @@ def test_fgw_float32_loss_value_matches_float64(unbalanced, d):
         ref = (-torch.log(torch.diagonal(P)).mean() if isinstance(T, str)
                else -(T * torch.log(P)).sum())
         torch.testing.assert_close(res._extra["nll"], ref, rtol=1e-9, atol=1e-9)
+
+
+def test_loss_options_are_checked():
+    x, y = _pair()
+    with pytest.raises(ValueError, match="grad must be 'envelope' or 'autodiff'"):
+        L.iot_loss(x, y, grad="detach")
+    for bad in (-1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="uniformity must be"):
+            L.iot_loss(x, y, uniformity=bad)
+    with pytest.raises(ValueError, match="n_atoms must be an integer >= 1"):
+        L.alignment_regulariser(x, y, form="barycenter", n_atoms=0)
+    with pytest.raises(ValueError, match="n_iter must be an integer >= 0"):
+        L.alignment_regulariser(x, y, form="barycenter", n_iter=-1)
+    with pytest.raises(ValueError, match="share their dimension"):
+        L.alignment_regulariser(x, y[:, :3])

@@ -79,6 +79,41 @@ def test_reproducible_on_cpu(pairs):
     np.testing.assert_array_equal(a, b)
 
 
+def test_fit_leaves_the_callers_torch_random_state(pairs):
+    import torch
+
+    X, Y = pairs
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    OTContrastiveEmbedder(max_epochs=1, random_state=0).fit(X, Y)
+    OTContrastiveEmbedder(max_epochs=1).fit(X, Y)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_batches_without_two_pairs_are_skipped(pairs):
+    # 3 pairs among 40 rows, batches of 4: most batches have no loss term, and
+    # backward on their constant loss failed deep in torch
+    X, Y = pairs[0][:40].copy(), pairs[1][:40].copy()
+    X[3:] = np.nan
+    with pytest.warns(UserWarning, match="no training batch held two paired rows"):
+        emb = OTContrastiveEmbedder(max_epochs=1, batch_size=4, random_state=0).fit(X, Y)
+    # nothing trained: the residual heads are still the identity
+    Xn = X[:3] / np.linalg.norm(X[:3], axis=1, keepdims=True)
+    np.testing.assert_allclose(emb.transform(X[:3]), Xn, atol=1e-6)
+    # pairs spread over the batches: the batches with two train, the rest are
+    # skipped (no AdamW step on them), and nothing warns
+    X, Y = pairs[0][:40].copy(), pairs[1][:40].copy()
+    X[::3] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        emb = OTContrastiveEmbedder(max_epochs=3, batch_size=4, random_state=0).fit(X, Y)
+    Z = emb.transform(np.nan_to_num(X))
+    assert np.isfinite(Z).all()
+    Xn = np.nan_to_num(X) / np.maximum(np.linalg.norm(np.nan_to_num(X), axis=1,
+                                                      keepdims=True), 1e-12)
+    assert np.abs(Z[1:] - Xn[1:]).max() > 1e-4
+
+
 @pytest.mark.parametrize("form", ["pairwise", "barycenter"])
 def test_partially_paired_rows(pairs, form):
     X, Y = pairs
@@ -286,6 +321,24 @@ def test_score_uses_paired_rows_only(unpaired):
         est.score(X, Y[:30])
 
 
+def test_score_counts_any_copy_of_a_caption(pairs):
+    # one caption for several images: training treats the copies as positives,
+    # and argmax over tied copies credited only the first one
+    X, Y = pairs
+    X, Y = X[:60], Y[:60].copy()
+    Y[20:40] = Y[20]  # rows 20..39 share one caption
+    est = OTContrastiveEmbedder(max_epochs=1, random_state=0).fit(X, Y)
+    zx, zy = est.transform(X, Y)
+    S = zx @ zy.T
+    group = np.r_[np.arange(20), np.full(20, 20), np.arange(40, 60)]
+    manual = (np.mean(group[S.argmax(1)] == group)
+              + np.mean(group[S.argmax(0)] == group)) / 2
+    assert est.score(X, Y) == pytest.approx(manual)
+    idx = np.arange(60)
+    first_only = (np.mean(S.argmax(1) == idx) + np.mean(S.argmax(0) == idx)) / 2
+    assert est.score(X, Y) > first_only + 0.1
+
+
 def test_nan_rows_rejected_unless_whole(pairs):
     # rows with only some NaN entries, and inf, stay errors everywhere
     X, Y = pairs
@@ -385,3 +438,19 @@ def test_detach_solver_is_a_clear_error(pairs):
     with pytest.raises(ValueError, match=r"solver=OTSolver\(grad='detach'\)"):
         emb.fit(X, Y)
     assert not hasattr(emb, "net_")
+
+
+def test_huge_inputs_give_unit_rows(pairs):
+    # float32 rows from about 1e19 on: the squared norm overflowed, the rows
+    # came out all zero and the loss sat at log(batch) (nothing trained)
+    X, Y = pairs
+    est = OTContrastiveEmbedder(max_epochs=2, random_state=0).fit(X * 1e20, Y)
+    Z = est.transform(X * 1e20)
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
+    assert est.history_[0, "train_loss"] != pytest.approx(np.log(256), abs=1e-3)
+    # the rescaling is exact in binary: inputs in range embed as before
+    from skot.neural._modules import _unit_rows
+    import torch
+
+    v = torch.randn(50, 8)
+    assert torch.equal(_unit_rows(v), torch.nn.functional.normalize(v, dim=-1))
