@@ -26,6 +26,12 @@ _ENTROPIC_MAX_ITER = 10_000
 
 
 def _normalize(X):
+    """Unit rows (zero rows stay zero). Each row is first scaled by the power of
+    two at or above its largest entry, exactly, so that the squared norm of
+    rows at 1e300 does not overflow (nor underflow at 1e-300): every such row
+    read as class 0."""
+    top = np.abs(X).max(axis=1, keepdims=True)
+    X = np.ldexp(X, -np.frexp(np.where(top > 0, top, 1.0))[1])
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.where(norms > 0, norms, 1.0)
 
@@ -153,6 +159,15 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         solve is rows-only whatever ``solver`` says."""
         if self.class_prior is None or getattr(self, "estimator_", None) is not None:
             return
+        method = self._posterior_solver().method
+        if method in ("rows", "cols", "total"):
+            # these constraint sets leave the column marginal free: the prior
+            # would be ignored and the predictions be the prior-free ones
+            raise ValueError(
+                f"class_prior={self.class_prior!r} needs a solver that fixes or "
+                f"bounds the class marginal; solver={self.solver!r} (method "
+                f"{method!r}) leaves it free. Use 'sinkhorn', 'exact', 'dbot' or "
+                "'unbalanced', or class_prior=None")
         T = torch.as_tensor(_normalize(self.class_embeddings_), dtype=torch.float64)
         k = T.shape[0]
         # "estimate" has no prior before predict: probe with the uniform one

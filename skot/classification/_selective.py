@@ -77,6 +77,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
         in ``fit``.
     class_prior : None, "uniform" or array-like of shape (n_classes,), default="uniform"
         Column marginal of the class-posterior problem (None: CLIP's softmax).
+        Not used with ``estimator``, whose ``predict_proba`` is the posterior.
     batch_size : int, default=None
         Rows per transductive batch. Each batch is solved with ``class_prior``
         as its column marginal, so a batch must look like the whole: shuffle

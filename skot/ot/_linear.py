@@ -388,7 +388,12 @@ def _emd(a, b, M, max_iter):
 
     top = float(np.abs(M).max()) if M.size else 0.0
     scale = math.ldexp(1.0, math.frexp(top)[1]) if 0.0 < top < math.inf else 1.0
-    plan, log = ot.emd(a, b, M / scale, numItermax=int(max_iter), log=True)
+    with warnings.catch_warnings():
+        # POT's own "numItermax reached" UserWarning: skot reports the budget
+        # once, as a ConvergenceWarning naming max_iter
+        warnings.filterwarnings("ignore", message="numItermax reached",
+                                category=UserWarning)
+        plan, log = ot.emd(a, b, M / scale, numItermax=int(max_iter), log=True)
     return plan, log["u"] * scale, log["v"] * scale, log.get("warning") is None
 
 

@@ -190,7 +190,8 @@ def solve(
         (``status="marginals not met"``, with a ConvergenceWarning).
     potentials_init : tuple (f, g), optional
         Warm start for the entropic solvers (potentials of an earlier result),
-        shaped like ``a`` and ``b``. With ``grad="autodiff"`` the gradient is
+        shaped like ``a`` and ``b``; a hint that the other methods (exact,
+        sparse) do not use. With ``grad="autodiff"`` the gradient is
         that of the iterations run from this start, held constant: a start
         near the optimum leaves few iterations and a truncated gradient; use
         ``grad="envelope"`` for the gradient of the optimum.
@@ -241,6 +242,10 @@ def solve(
             f"mass={mass!r} is only used by method='partial' or 'total', "
             f"got method={method!r}"
         )
+    for name, value, users in (("box", box, ("dbot",)), ("max_nz", max_nz, ("sparse",))):
+        if value is not None and method not in users:
+            raise ValueError(f"{name}={value!r} is only used by method={users[0]!r}, "
+                             f"got method={method!r}")
     mass = check_positive(mass, "mass")
     prob = check_problem(M, a, b)
     mask_t = check_mask(mask, prob.M)

@@ -82,6 +82,27 @@ def test_prior_matching_is_otter_s_assignment(rng, solver, reg):
     np.testing.assert_array_equal(pred, lp)
 
 
+@pytest.mark.parametrize("solver", ["rows", "total"])
+def test_prior_with_a_solver_that_ignores_it_is_refused(rng, solver):
+    # the column marginal is free there: the prior was silently dropped
+    X, _, T = _clip_like(rng, n=50, k=4)
+    with pytest.raises(ValueError, match=r"class_prior='uniform' needs a solver"):
+        FGWZeroShotClassifier(class_embeddings=T, class_prior="uniform",
+                              solver=solver).fit(X)
+    FGWZeroShotClassifier(class_embeddings=T, solver=solver).fit(X)  # no prior: fine
+
+
+def test_huge_and_tiny_rows_classify_as_unit_rows(rng):
+    # the squared norms of rows at 1e300 overflowed: every row read as class 0
+    X, _, T = _clip_like(rng)
+    clf = FGWZeroShotClassifier(class_embeddings=T).fit(X)
+    ref = clf.predict(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        np.testing.assert_array_equal(clf.predict(X * 1e300), ref)
+        np.testing.assert_array_equal(clf.predict(X * 1e-300), ref)
+
+
 def test_true_prior_helps_on_long_tailed_data(rng):
     X, y, T = _clip_like(rng, n=600, k=6, imbalance=0.5, noise=1.6)
     prior = np.bincount(y, minlength=6) / len(y)

@@ -520,6 +520,24 @@ def test_huge_rho_with_unequal_masses_is_refused(rng, dtype, limit):
     assert semi.plan.sum() == pytest.approx(1.0, rel=1e-5)
 
 
+def test_options_of_other_methods_are_refused(rng):
+    # box= and max_nz= were silently ignored by the methods that do not use them
+    M = rng.random((6, 5))
+    with pytest.raises(ValueError, match="box=0.3 is only used by method='dbot'"):
+        so.solve(M, reg=0.1, box=0.3)
+    with pytest.raises(ValueError, match="max_nz=3 is only used by method='sparse'"):
+        so.solve(M, reg=0.1, method="unbalanced", unbalanced=1.0, max_nz=3)
+
+
+def test_exact_budget_warns_once(rng):
+    # POT's own "numItermax reached" UserWarning came on top of skot's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = so.solve(rng.random((60, 50)), max_iter=5)
+    assert not res.converged
+    assert [w.category for w in caught] == [ConvergenceWarning]
+
+
 def test_bad_box_and_graphs_raise_clearly(rng):
     with pytest.raises(ValueError, match=r"box=\(lo, hi\): lo has shape \(5,\)"):
         so.solve(np.ones((4, 3)), reg=0.1, method="dbot",
