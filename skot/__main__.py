@@ -40,16 +40,24 @@ def _table(rows, header):
 
 
 def run_demo(quick=False, out_dir=".", plot=True, random_state=0):
-    """Run the demo; returns the results table as a list of rows."""
-    import numpy as np
+    """Run the demo; returns the results table as a list of rows. The solvers'
+    ConvergenceWarnings are silenced for the demo only (the caller's warning
+    filters are restored)."""
     from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        return _demo(quick, out_dir, plot, random_state)
+
+
+def _demo(quick, out_dir, plot, random_state):
+    import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     import skot
     from skot.datasets import make_clip_like
     from skot.metrics import aurc, selective_accuracy
 
-    warnings.filterwarnings("ignore", category=ConvergenceWarning)
     n = 600 if quick else 2000
     rows = []
     t0 = time.perf_counter()
@@ -161,6 +169,21 @@ def _recall_at_1(X, Y):
     return float((np.mean(S.argmax(1) == idx) + np.mean(S.argmax(0) == idx)) / 2)
 
 
+# the demo seeds numpy with seed, seed + 1 and seed + 2 (numpy takes < 2**32)
+_MAX_SEED = 2**32 - 3
+
+
+def _seed(text):
+    """``--seed``: an integer numpy accepts for every generator of the demo."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value <= _MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in [0, {_MAX_SEED}], got {value}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="skot", description=OFFER, formatter_class=argparse.RawTextHelpFormatter
@@ -168,7 +191,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="smaller, faster demo")
     parser.add_argument("--out", default=".", help="folder for the plot (default: .)")
     parser.add_argument("--no-plot", action="store_true", help="do not write a plot")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=_seed, default=0,
+                        help=f"random seed, 0 to {_MAX_SEED} (default: 0)")
     parser.add_argument("--versions", action="store_true",
                         help="print skot.show_versions() and exit")
     args = parser.parse_args(argv)
@@ -177,7 +201,11 @@ def main(argv=None):
 
         skot.show_versions()
         return 0
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if not args.no_plot:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            parser.error(f"--out {args.out!r} is a file; give a folder for the plot")
+        out.mkdir(parents=True, exist_ok=True)
     run_demo(quick=args.quick, out_dir=args.out, plot=not args.no_plot,
              random_state=args.seed)
     return 0

@@ -34,3 +34,31 @@ def test_module_entry_point_versions():
     out = subprocess.run([sys.executable, "-m", "skot", "--versions"],
                          capture_output=True, text=True, check=True)
     assert "torch" in out.stdout
+
+
+def test_bad_seed_and_out_are_usage_errors(tmp_path, capsys):
+    # a seed numpy refuses (the demo also uses seed + 1, seed + 2) and an --out
+    # that is a file ended in tracebacks
+    for seed in ("-1", str(2**32 - 2), "x"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--quick", "--seed", seed])
+        assert exit_info.value.code == 2
+        assert "--seed" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quick", "--out", str(afile)])
+    assert exit_info.value.code == 2 and "is a file" in capsys.readouterr().err
+
+
+def test_demo_leaves_the_callers_warning_filters():
+    import warnings
+
+    import sklearn.linear_model  # noqa: F401  (the demo's imports, done first:
+    import skorch  # noqa: F401               importing adds their own filters)
+
+    import skot  # noqa: F401
+
+    before = list(warnings.filters)
+    run_demo(quick=True, plot=False)
+    assert warnings.filters == before

@@ -39,12 +39,18 @@ def load_embeddings(path, *, key=None, labels_key=None, mmap_mode=None):
     data : Bunch
         ``X`` (n, d) and, when ``labels_key`` is given, ``y`` (n,).
     """
+    if mmap_mode not in (None, "r"):
+        # numpy's "w+" truncates the file, "r+" writes edits back to it
+        raise ValueError(f"mmap_mode must be None or 'r' (read-only), got {mmap_mode!r}; "
+                         "the loaders never write to the user's files")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such embeddings file: {path}")
     if path.suffix == ".npy":
-        if labels_key is not None:
-            raise ValueError("labels_key needs a .npz archive; a .npy holds one array")
+        for name, value in (("key", key), ("labels_key", labels_key)):
+            if value is not None:
+                raise ValueError(f"{name}={value!r} needs a .npz archive; a .npy "
+                                 "holds one array")
         X = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
         return Bunch(X=_check_2d(X, "the array", path))
     if path.suffix != ".npz":
@@ -80,16 +86,16 @@ def load_embeddings(path, *, key=None, labels_key=None, mmap_mode=None):
 
 
 def _shards(folder, stem, ext="npy"):
-    """``stem_<k>.ext`` files in numeric order of k; other names that the glob
-    matches (``stem_backup.ext``, ``stem_old.ext``) are not shards and are
-    left out, never placed first."""
+    """``stem_<k>.ext`` files in numeric order of k, as pairs ``(k, path)``;
+    other names that the glob matches (``stem_backup.ext``, ``stem_old.ext``)
+    are not shards and are left out, never placed first."""
     pattern = re.compile(rf"^{re.escape(stem)}_(\d+)\.{ext}$")
     found = []
     for p in Path(folder).glob(f"{stem}_*.{ext}"):
         m = pattern.match(p.name)
         if m:
             found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
+    return sorted(found)
 
 
 def load_embedding_shards(folder, *, modalities=("img", "text"), metadata=True):
@@ -121,13 +127,17 @@ def load_embedding_shards(folder, *, modalities=("img", "text"), metadata=True):
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
+    if isinstance(modalities, str):
+        modalities = (modalities,)  # "img" is one modality, not three letters
     out = Bunch(metadata=None)
-    counts = {}
+    counts, numbers = {}, {}
     for mod in modalities:
         sub = folder / f"{mod}_emb"
-        files = _shards(sub, f"{mod}_emb")
-        if not files:
+        shards = _shards(sub, f"{mod}_emb")
+        if not shards:
             raise ValueError(f"no shards {mod}_emb_*.npy in {sub}")
+        numbers[mod] = [k for k, _ in shards]
+        files = [f for _, f in shards]
         arrays = [_check_2d(np.load(f, allow_pickle=False), "shard", f) for f in files]
         dims = {a.shape[1] for a in arrays}
         if len(dims) != 1:
@@ -135,6 +145,11 @@ def load_embedding_shards(folder, *, modalities=("img", "text"), metadata=True):
                              f"in {sub}")
         counts[mod] = [len(a) for a in arrays]
         out[mod] = np.concatenate(arrays)
+    # rows pair up only if shard k of every modality is shard k of the others
+    ids = list(numbers.values())
+    if any(k != ids[0] for k in ids):
+        raise ValueError(f"the modalities have different shard numbers in {folder}: "
+                         f"{numbers}; shard k of each must hold the same rows")
     per_shard = list(counts.values())
     if any(c != per_shard[0] for c in per_shard):
         raise ValueError(
@@ -144,8 +159,12 @@ def load_embedding_shards(folder, *, modalities=("img", "text"), metadata=True):
     if metadata and meta_dir.is_dir():
         import pandas as pd
 
-        files = _shards(meta_dir, "metadata", "parquet")
-        frames = [pd.read_parquet(f) for f in files]
+        shards = _shards(meta_dir, "metadata", "parquet")
+        if ids and [k for k, _ in shards] != ids[0]:
+            raise ValueError(
+                f"metadata shard numbers {[k for k, _ in shards]} do not match the "
+                f"embeddings' {ids[0]} in {folder}")
+        frames = [pd.read_parquet(f) for _, f in shards]
         if per_shard and [len(f) for f in frames] != per_shard[0]:
             raise ValueError(
                 f"metadata rows per shard {[len(f) for f in frames]} do not match the "

@@ -45,6 +45,9 @@ def selective_accuracy(y_true, y_pred, *, reject_label=-1, sample_weight=None):
     if sample_weight is None:
         return float(np.mean(y_true[kept] == y_pred[kept]))
     w = _check_sample_weight(sample_weight, y_true)
+    if (w < 0).any():
+        raise ValueError(f"Negative values in sample_weight (min {w.min():.6g}); "
+                         "weights must be >= 0")
     if w[kept].sum() <= 0:
         raise ValueError("sample_weight is zero on every kept row: selective "
                          "accuracy is undefined there")

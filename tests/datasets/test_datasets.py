@@ -104,3 +104,31 @@ def test_npz_cannot_be_memory_mapped(tmp_path):
     np.savez(tmp_path / "e.npz", X=np.ones((3, 2)))
     with pytest.raises(ValueError, match="mmap_mode"):
         load_embeddings(tmp_path / "e.npz", mmap_mode="r")
+
+
+def test_mmap_mode_is_read_only(tmp_path):
+    # numpy's "w+" truncated the user's file to 0 bytes; "r+" wrote edits back
+    path = tmp_path / "w.npy"
+    np.save(path, np.arange(12.0).reshape(4, 3))
+    for mode in ("w+", "r+", "c", "write"):
+        with pytest.raises(ValueError, match="mmap_mode must be None or 'r'"):
+            load_embeddings(path, mmap_mode=mode)
+    np.testing.assert_array_equal(load_embeddings(path).X, np.arange(12.0).reshape(4, 3))
+    with pytest.raises(ValueError, match="key='X' needs a .npz"):
+        load_embeddings(path, key="X")
+
+
+def test_shards_pair_up_by_number(tmp_path):
+    # text shard 5 was paired with image shard 1 when the row counts matched
+    pd, rng = _write_layout(tmp_path, [2, 2])
+    (tmp_path / "text_emb" / "text_emb_1.npy").rename(tmp_path / "text_emb" / "text_emb_5.npy")
+    with pytest.raises(ValueError, match="different shard numbers"):
+        load_embedding_shards(tmp_path)
+    (tmp_path / "text_emb" / "text_emb_5.npy").rename(tmp_path / "text_emb" / "text_emb_1.npy")
+    (tmp_path / "metadata" / "metadata_1.parquet").rename(
+        tmp_path / "metadata" / "metadata_3.parquet")
+    with pytest.raises(ValueError, match="metadata shard numbers"):
+        load_embedding_shards(tmp_path)
+    # one modality given as a plain string
+    d = load_embedding_shards(tmp_path, modalities="img", metadata=False)
+    assert d.img.shape == (4, 5) and "text" not in d

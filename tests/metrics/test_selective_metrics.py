@@ -21,6 +21,9 @@ def test_selective_accuracy_with_sample_weight():
         selective_accuracy(y, pred, sample_weight=[0.0, 1.0, 0.0, 0.0])
     with pytest.raises(ValueError):
         selective_accuracy(y, pred, sample_weight=[1.0, 1.0])
+    # negative weights gave 1.33
+    with pytest.raises(ValueError, match="[Nn]egative"):
+        selective_accuracy(y, pred, sample_weight=[1.0, 5.0, -0.5, 1.0])
 
 
 def test_risk_coverage_curve_by_hand():
