@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
@@ -72,16 +74,23 @@ def make_clip_like(
     """
     for name, v, lo in (("n_samples", n_samples, 1), ("n_classes", n_classes, 2),
                         ("n_features", n_features, 2)):
-        if not isinstance(v, (int, np.integer)) or v < lo:
+        if (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+                or v < lo):
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    if not 0 < imbalance <= 1:
+
+    def real(v):
+        return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+    if not (real(imbalance) and 0 < imbalance <= 1):
         raise ValueError(f"imbalance must be in (0, 1], got {imbalance!r}")
-    if not 0 <= noise_ratio < 1:
+    if not (real(noise_ratio) and 0 <= noise_ratio < 1):
         raise ValueError(f"noise_ratio must be in [0, 1), got {noise_ratio!r}")
     for name, v in (("modality_gap", modality_gap), ("class_spread", class_spread),
                     ("text_noise", text_noise)):
-        if not np.isfinite(v) or v < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        # unit rows are taken of sums of these scales: past 1e150 their squares
+        # overflow and the rows come out zero
+        if not (real(v) and 0 <= v <= 1e150):
+            raise ValueError(f"{name} must be a number in [0, 1e150], got {v!r}")
     rng = check_random_state(random_state)
     d = n_features
     centers = _unit(rng.normal(size=(n_classes, d)))

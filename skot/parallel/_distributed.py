@@ -32,15 +32,42 @@ def _world(group):
     return dist.get_world_size(group), dist.get_rank(group)
 
 
+_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16,
+           torch.int64, torch.int32, torch.bool, torch.uint8, torch.int8, torch.int16]
+_MAX_DIM = 6
+
+
+def _describe(x):
+    """Fixed-length description exchanged between ranks: rows, ndim, dtype
+    code, then the trailing dims padded with -1."""
+    code = _DTYPES.index(x.dtype) if x.dtype in _DTYPES else len(_DTYPES)
+    tail = list(x.shape[1:]) + [-1] * (_MAX_DIM - x.dim())
+    return [x.shape[0], x.dim(), code] + tail
+
+
+def _shape_text(desc):
+    rows, ndim, code = desc[:3]
+    dtype = _DTYPES[code] if code < len(_DTYPES) else "other"
+    return f"({', '.join(str(s) for s in [rows] + desc[3:3 + ndim - 1])}) {dtype}"
+
+
 class _AllGather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, group):
         world, rank = _world(group)
         ctx.group, ctx.rank, ctx.world = group, rank, world
-        sizes = torch.tensor([x.shape[0]], device=x.device)
-        all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
-        dist.all_gather(all_sizes, sizes, group=group)
-        all_sizes = [int(s) for s in all_sizes]
+        # every rank's shape and dtype, not only its rows: tensors that differ
+        # past dim 0 made the gather itself abort the process (gloo SIGABRT)
+        desc = torch.tensor(_describe(x), device=x.device)
+        all_desc = [torch.zeros_like(desc) for _ in range(world)]
+        dist.all_gather(all_desc, desc, group=group)
+        all_desc = [d.tolist() for d in all_desc]
+        if any(d[1:] != all_desc[0][1:] for d in all_desc):
+            shapes = [_shape_text(d) for d in all_desc]
+            raise ValueError(
+                "gather_with_grad needs the same trailing shape and dtype on every "
+                f"process (rows may differ); got {shapes} by rank")
+        all_sizes = [d[0] for d in all_desc]
         ctx.sizes = all_sizes
         n_max = max(all_sizes)
         if x.shape[0] < n_max:  # all_gather needs equal shapes: pad
@@ -80,6 +107,9 @@ def gather_with_grad(x, group=None):
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not 1 <= x.dim() <= _MAX_DIM:
+        raise ValueError(f"x must have 1 to {_MAX_DIM} dimensions (rows first), got "
+                         f"shape {tuple(x.shape)}")
     world, _ = _world(group)
     if world == 1:
         return x

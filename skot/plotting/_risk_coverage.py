@@ -54,13 +54,18 @@ class RiskCoverageDisplay:
         name : str, default=None
             Legend label (defaults to the stored name).
         **kwargs
-            Passed to ``ax.plot``.
+            Passed to ``ax.plot``; a ``label`` there replaces the legend label.
 
         Returns
         -------
         self
         """
-        import matplotlib.pyplot as plt
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as err:  # as scikit-learn's displays word it
+            raise ImportError(
+                f"{type(self).__name__}.plot requires matplotlib: pip install "
+                "matplotlib (or skot's [plot] extra)") from err
 
         if ax is None:
             _, ax = plt.subplots()
@@ -68,6 +73,7 @@ class RiskCoverageDisplay:
         label = name
         if self.aurc is not None:
             label = f"{name} (AURC = {self.aurc:.3f})" if name else f"AURC = {self.aurc:.3f}"
+        label = kwargs.pop("label", label)
         (self.line_,) = ax.plot(self.coverage, self.risk, label=label, **kwargs)
         ax.set_xlabel("coverage")
         ax.set_ylabel("risk (error rate on kept rows)")

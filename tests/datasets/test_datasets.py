@@ -31,6 +31,16 @@ def test_generator_bad_input():
         make_clip_like(10, imbalance=0)
     with pytest.raises(ValueError, match="n_classes"):
         make_clip_like(10, n_classes=1)
+    # each of these failed inside numpy without naming the parameter, or (the
+    # huge scales) returned all-zero rows
+    for kw, name in ((dict(n_samples=True), "n_samples"), (dict(imbalance="a"), "imbalance"),
+                     (dict(modality_gap="x"), "modality_gap"),
+                     (dict(modality_gap=None), "modality_gap"),
+                     (dict(class_spread=1e200), "class_spread"),
+                     (dict(noise_ratio=True), "noise_ratio")):
+        kw.setdefault("n_samples", 10)
+        with pytest.raises(ValueError, match=name):
+            make_clip_like(**kw)
 
 
 def test_load_npy_and_npz(tmp_path):

@@ -77,6 +77,13 @@ def _worker(rank, port, out_dir):
         # the gather itself
         xg = gather_with_grad(x[sl])
         res["gathered"] = xg
+        # a different feature dimension on one rank: a clear error on every
+        # rank (gloo aborted the process)
+        try:
+            gather_with_grad(torch.zeros(2, 4 + rank))
+            res["mismatch"] = None
+        except ValueError as err:
+            res["mismatch"] = str(err)
         torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -131,6 +138,13 @@ def test_gather_order_and_sizes(results):
         torch.testing.assert_close(results[rank]["gathered"], x)
 
 
+def test_mismatched_shapes_raise_on_every_rank(results):
+    for rank in range(WORLD):
+        msg = results[rank]["mismatch"]
+        assert msg is not None and "same trailing shape and dtype" in msg
+        assert "(2, 4) torch.float32" in msg and "(2, 5) torch.float32" in msg
+
+
 def test_single_process_is_identity():
     x = torch.randn(3, 2, requires_grad=True)
     assert gather_with_grad(x) is x
@@ -142,6 +156,8 @@ def test_single_process_is_identity():
 def test_bad_input():
     with pytest.raises(TypeError, match="x must be"):
         gather_with_grad([1, 2])
+    with pytest.raises(ValueError, match="1 to 6 dimensions"):
+        gather_with_grad(torch.tensor(1.0))
     with pytest.raises(TypeError, match="loss_fn"):
         global_loss(3, torch.ones(2))
     with pytest.raises(ValueError, match="at least one"):

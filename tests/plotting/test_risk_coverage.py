@@ -24,3 +24,17 @@ def test_display_from_predictions_and_estimator(rng):
     disp = RiskCoverageDisplay.from_estimator(sel, X, y, ax=msp.ax_, name="OT")
     assert disp.ax_ is msp.ax_ and "OT" in disp.line_.get_label()
     plt.close("all")
+
+
+def test_label_in_kwargs_replaces_the_legend_label():
+    # sklearn's displays let kwargs override the label; it raised
+    # "multiple values for keyword argument 'label'"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from skot.plotting import RiskCoverageDisplay
+
+    y = np.array([0, 1, 1, 0])
+    disp = RiskCoverageDisplay.from_predictions(
+        y, np.array([0, 0, 1, 1]), np.array([0.9, 0.1, 0.8, 0.5]), label="mine")
+    assert disp.line_.get_label() == "mine"
