@@ -143,7 +143,7 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     h : float > 0, default=0.1
         Relative kernel bandwidth: ``h * sqrt(mean(D^2) / 2)`` per domain (the
         reference code uses 0.5; 0.1 measured better on the synthetic shift of
-        ``benchmarks/bench_infoot.py``: 1-NN 0.76 vs 0.31).
+        ``benchmarks/bench_infoot.py``: 1-NN 0.75 vs 0.31).
     solver : str or OTSolver, default="sinkhorn"
         Linear OT solver of each linearised step (a name from
         :func:`skot.ot.available_methods` or an :class:`skot.ot.OTSolver`).

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
-from sklearn.utils.estimator_checks import check_estimator
 
 from skot import FGWZeroShotClassifier, SelectiveOTClassifier
 from skot.metrics import aurc, selective_accuracy
