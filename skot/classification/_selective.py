@@ -197,6 +197,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
                     f"fitted on {n_est}"
                 )
             self.estimator_ = est
+            self._class_order = None  # the estimator's own classes_ order
             self.classes_ = np.asarray(est.classes_)
             self.class_embeddings_ = None
         if any(_same_label(c, self.reject_label) for c in self.classes_):

@@ -336,12 +336,13 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             iterator_train__drop_last=len(X) > self.batch_size,
             train_split=None, device=str(device), verbose=self.verbose,
         )
-        # the heads' initialisation draws from torch's global generator: seeded
-        # in a fork, so that the caller's torch random state is left as it was
-        cuda = [device] if device.type == "cuda" else []
+        # the heads are initialised on the CPU from torch's global generator
+        # (nothing else in training draws from it: the loader has its own):
+        # that generator alone is seeded, in a fork, so that the caller's
+        # torch random state (CPU and every device) is left as it was
         with warnings.catch_warnings(record=True) as caught, \
-                torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(int(seed))
+                torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(int(seed))
             warnings.simplefilter("always")
             # skorch warns that y=None is unusual for NeuralNet: it is intended
             warnings.filterwarnings("ignore", message=".*y=None.*")

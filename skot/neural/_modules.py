@@ -30,10 +30,12 @@ def _unit_rows(v):
     gradients bit for bit."""
     with torch.no_grad():
         top = v.abs().amax(-1, keepdim=True)
-        exponent = torch.frexp(top)[1]
-        scale = torch.ldexp(torch.ones_like(top), -exponent)
-        scale = torch.where(top > 0, scale, torch.ones_like(top))
-    return F.normalize(v * scale, dim=-1)
+        exponent = torch.where(top > 0, -torch.frexp(top)[1], 0)
+        # two factors: 2**149 (a subnormal float32 row) is itself beyond float32
+        half = torch.div(exponent, 2, rounding_mode="floor")
+        one = torch.ones_like(top)
+        s1, s2 = torch.ldexp(one, half), torch.ldexp(one, exponent - half)
+    return F.normalize(v * s1 * s2, dim=-1)
 
 
 class ResidualHead(nn.Module):

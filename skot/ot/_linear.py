@@ -376,18 +376,20 @@ def _stack_results(results, prob, grad, balanced=True):
 
 
 def _emd(a, b, M, max_iter):
-    """:func:`ot.emd` on ``M`` scaled by a power of two to max|M| in [0.5, 1),
-    its duals scaled back: the network simplex compares reduced costs with an
-    absolute epsilon (about 2e-15), so costs below about 1e-10 gave plans up to
-    7x the optimum, reported as converged. The scaling is exact in binary, so
-    the plan of a cost already in that range is unchanged.
+    """:func:`ot.emd`, on ``M`` scaled up by a power of two to max|M| in
+    [0.5, 1) when max|M| is below 0.5, its duals scaled back: the network
+    simplex compares reduced costs with an absolute epsilon (about 2e-15), so
+    costs below about 1e-10 gave plans up to 7x the optimum, reported as
+    converged. The scaling is exact in binary. Costs are never scaled down: a
+    large penalty entry (a forbidden pair at 1e13) would push the ordinary
+    costs under that epsilon.
 
     Returns ``(plan, u, v, ok)``.
     """
     import ot
 
     top = float(np.abs(M).max()) if M.size else 0.0
-    scale = math.ldexp(1.0, math.frexp(top)[1]) if 0.0 < top < math.inf else 1.0
+    scale = math.ldexp(1.0, math.frexp(top)[1]) if 0.0 < top < 0.5 else 1.0
     with warnings.catch_warnings():
         # POT's own "numItermax reached" UserWarning: skot reports the budget
         # once, as a ConvergenceWarning naming max_iter
@@ -505,9 +507,13 @@ def _sparse(prob, opts):
     if ok and err > _SPARSE_MARGINAL_TOL * mass:
         out["converged"] = False
         out["status"] = "marginals not met"
+        why = ("max_nz does not bind here (quadratically regularised OT): the "
+               "L-BFGS dual stopped short; lower tol or raise max_iter"
+               if max_nz >= m_rows else
+               f"max_nz={max_nz} binds and the relaxed dual's plan need not be "
+               "feasible; increase max_nz, or lower tol if the error is the "
+               "optimiser's")
         out["message"] = (
             f"returned a plan whose marginals are off by {err:.3g} (L1; more than "
-            f"{_SPARSE_MARGINAL_TOL:g} of the mass): max_nz={max_nz} binds and the "
-            "relaxed dual's plan is not feasible; increase max_nz, or lower tol "
-            "if the error is the optimiser's")
+            f"{_SPARSE_MARGINAL_TOL:g} of the mass): {why}")
     return out

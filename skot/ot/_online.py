@@ -409,7 +409,8 @@ def solve_sample(
         potentials_init = _check_pots(potentials_init, n, m, Xa)
     if rho is None or (math.isinf(rho[0]) and math.isinf(rho[1])):
         sa, sb = float(a_t.detach().sum()), float(b_t.detach().sum())
-        if abs(sa - sb) > 1e-6 * max(sa, sb):
+        # as check_balanced: relative 1e-6 in float64, 1e-4 in float32
+        if abs(sa - sb) > (1e-6 if Xa.dtype == torch.float64 else 1e-4) * max(sa, sb):
             raise ValueError(
                 f"balanced OT needs a.sum() == b.sum(), got {sa:.6g} and {sb:.6g}; "
                 "set unbalanced=rho")

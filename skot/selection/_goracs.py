@@ -125,7 +125,7 @@ class SelectionProblem:
             bound = 2.0 * math.sqrt(X.shape[1]) * self._scale
             if self.metric == "sqeuclidean":
                 bound = bound * bound
-        if self.metric != "cosine" and bound < torch.finfo(dtype).tiny / torch.finfo(dtype).eps:
+        if self.metric != "cosine" and bound < torch.finfo(dtype).tiny:
             raise ValueError(
                 f"metric={self.metric!r} costs of these rows are at most {bound:.3g}, "
                 f"below {dtype}'s precise range: rescale X (and X_reference), or use "
@@ -467,11 +467,10 @@ def barycenter_select(prob, S_init, *, max_iter=50, tol=1e-7, callback=None):
     """
     cosine = prob.metric == "cosine"
     norm = torch.nn.functional.normalize
-    # on rows scaled to max |entry| 1 (the barycenter is scale-equivariant):
-    # the squared distances of rows at 1e-20 underflow in float32
-    s = 1.0 if cosine else prob._scale
-    V = norm(prob.V / prob._scale, dim=-1) if cosine else prob.V / s
-    X = norm(prob.X / prob._scale, dim=-1) if cosine else prob.X / s
+    # the rows at their own scale (an entropic solver's reg is in cost units);
+    # pairwise_cost computes the squared distances without over/underflow
+    V = norm(prob.V / prob._scale, dim=-1) if cosine else prob.V
+    X = norm(prob.X / prob._scale, dim=-1) if cosine else prob.X
     k = len(S_init)
     Z = X[torch.as_tensor(np.asarray(S_init), device=X.device)].clone()
     tol = tol * (float(V.pow(2).sum(1).mean()) or 1.0)  # relative to the data
@@ -481,7 +480,7 @@ def barycenter_select(prob, S_init, *, max_iter=50, tol=1e-7, callback=None):
         a = torch.full((k,), 1.0 / k, dtype=C.dtype, device=C.device)
         b = torch.full((V.shape[0],), 1.0 / V.shape[0], dtype=C.dtype, device=C.device)
         res = prob._solve(C, a, b)
-        values.append(float(res.value) * s * s)
+        values.append(float(res.value))
         if callback is not None:
             callback(values[-1])
         Z_new = k * (res.plan.to(V.dtype) @ V)
@@ -493,4 +492,4 @@ def barycenter_select(prob, S_init, *, max_iter=50, tol=1e-7, callback=None):
             break
     D = pairwise_cost(Z, X, "sqeuclidean").cpu().numpy()
     _, cols = linear_sum_assignment(D)
-    return np.asarray(cols), Z * s, values
+    return np.asarray(cols), Z, values

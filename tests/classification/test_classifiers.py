@@ -415,6 +415,16 @@ def test_selective_passes_dataframes_to_the_wrapped_estimator(rng):
     np.testing.assert_array_equal(sel.feature_names_in_, cols)
 
 
+def test_selective_refit_with_an_estimator_forgets_the_class_order(rng):
+    # a zero-shot fit with unsorted classes, then a refit wrapping an estimator:
+    # the stale class order permuted the new prior (IndexError for 2 classes)
+    X, y, T = _clip_like(rng, n=100, k=3)
+    sel = SelectiveOTClassifier(class_embeddings=T, classes=[2, 0, 1]).fit(X)
+    sel.set_params(class_embeddings=None, classes=None, estimator=LogisticRegression(),
+                   class_prior=[1.0, 3.0]).fit(X, y < 1)
+    np.testing.assert_allclose(sel.class_prior_, [0.25, 0.75])
+
+
 def test_selective_wrapped_estimator_checks_feature_count(rng):
     X, y, _ = _clip_like(rng, n=100, k=3)
     lr = LogisticRegression().fit(X, y)

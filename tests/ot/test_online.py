@@ -185,6 +185,11 @@ def test_inputs_checked_as_solve_checks_them(data):
     assert ok.plan.sum() == pytest.approx(ref.plan.sum(), rel=1e-3)
     with pytest.raises(ValueError, match="different total mass"):
         solve_sample(x, x, one, two, reg=0.1, unbalanced=1e7)
+    # float32 masses equal to rounding: solved as hard, as solve does (the
+    # balance check was float64's and said "set unbalanced=rho")
+    near = np.full(1, 1.00003, np.float32)
+    res = solve_sample(x, x, one, near, reg=0.1, unbalanced=1e12)
+    assert res.plan.sum() == pytest.approx(1.0, rel=1e-4)
 
 
 def test_bad_shapes(data):

@@ -494,6 +494,18 @@ def test_selection_does_not_depend_on_the_data_scale(rng, strategy, metric):
         assert sel.objective_ == pytest.approx(ref.objective_ * scale**power, rel=1e-6)
 
 
+def test_entropic_barycenter_keeps_reg_in_cost_units(rng):
+    # rows x2 and reg x4 is the same sqeuclidean problem; computing the
+    # barycenter on rows rescaled to max 1 with reg unchanged was not
+    X = 3 * rng.normal(size=(80, 5))
+    kw = dict(n_samples=10, metric="sqeuclidean", strategy="barycenter",
+              solver="sinkhorn", random_state=0)
+    a = WassersteinCoresetSelector(reg=0.5, **kw).fit(X)
+    b = WassersteinCoresetSelector(reg=2.0, **kw).fit(2 * X)
+    np.testing.assert_array_equal(a.sample_indices_, b.sample_indices_)
+    assert b.objective_ == pytest.approx(4 * a.objective_, rel=1e-6)
+
+
 def test_costs_beyond_the_dtype_raise_instead_of_hanging(rng):
     # squared distances of rows at 1e20 overflow float32: inf - inf made NaN
     # gains and the greedy never returned
@@ -503,6 +515,12 @@ def test_costs_beyond_the_dtype_raise_instead_of_hanging(rng):
         sel.fit(X)
     with pytest.raises(ValueError, match="below"):
         sel.fit(X * np.float32(1e-45))
+    # squared costs near 1e-36 are still normal float32 numbers: selected as at
+    # unit scale
+    small = WassersteinCoresetSelector(n_samples=5, metric="sqeuclidean", random_state=0)
+    np.testing.assert_array_equal(
+        small.fit(X * np.float32(1e-39)).sample_indices_,
+        clone(small).fit(X / np.float32(1e20)).sample_indices_)
     # the euclidean cost of the same rows fits, and selects as at unit scale
     ok = WassersteinCoresetSelector(n_samples=5, metric="euclidean", random_state=0)
     np.testing.assert_array_equal(ok.fit(X).sample_indices_,
