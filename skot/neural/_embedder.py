@@ -158,6 +158,10 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     module_ : torch.nn.Module
         The two heads.
     history_ : skorch.History
+        skorch's per-epoch and per-batch record (``train_loss``). With
+        partially paired data, a batch holding fewer than two pairs and no
+        alignment term has no loss: it is skipped (no optimizer step) and
+        recorded with loss 0, which lowers that epoch's mean ``train_loss``.
     n_features_in_ : int
         Number of features of ``X``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
