@@ -18,7 +18,7 @@ from ._autograd import FixedPotentialPlan, with_gradient
 from ._registry import register_method
 from ._sinkhorn import Side, relaxed_terms, sinkhorn_core
 from ._sinkhorn import tiny_log as _tiny_log
-from ._validation import check_balanced, check_positive
+from ._validation import check_balanced, check_positive, mass_mismatch
 
 __all__ = []
 
@@ -90,18 +90,16 @@ def _check_hard_masses(a, b, rho, eps):
     if not finite:
         check_balanced(a, b)
         return
-    with torch.no_grad():
-        ma, mb = a.sum(-1), b.sum(-1)
-        tol = 1e-6 if a.dtype == torch.float64 else 1e-4
-        if ((ma - mb).abs() > tol * torch.maximum(ma, mb)).any():
-            raise ValueError(
-                f"unbalanced={rho if rho[0] != rho[1] else rho[0]!r} is "
-                f"{max(finite) / eps:.3g} times reg, beyond what {a.dtype} resolves "
-                f"as a relaxation (above {_RHO_HARD[a.dtype]:.0e} times reg the "
-                "marginals are solved as hard constraints), but a and b have "
-                f"different total mass (sum a = {ma.flatten()[0].item():.6g}, sum b = "
-                f"{mb.flatten()[0].item():.6g}): lower unbalanced, or normalise a and b"
-                + (", or use float64" if a.dtype != torch.float64 else ""))
+    masses = mass_mismatch(a, b)
+    if masses is not None:
+        raise ValueError(
+            f"unbalanced={rho if rho[0] != rho[1] else rho[0]!r} is "
+            f"{max(finite) / eps:.3g} times reg, beyond what {a.dtype} resolves "
+            f"as a relaxation (above {_RHO_HARD[a.dtype]:.0e} times reg the "
+            "marginals are solved as hard constraints), but a and b have "
+            f"different total mass (sum a = {masses[0]:.6g}, sum b = "
+            f"{masses[1]:.6g}): lower unbalanced, or normalise a and b"
+            + (", or use float64" if a.dtype != torch.float64 else ""))
 
 
 def _check_mask_feasible(mask, row_kind, col_kind):

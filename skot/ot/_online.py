@@ -32,7 +32,7 @@ from ._linear import _RHO_HARD, _check_hard_masses
 from ._result import OTResult
 from ._sinkhorn import relaxed_terms, translation_step
 from ._sinkhorn import tiny_log as _tiny_log
-from ._validation import check_positive, check_reg, check_same_backend
+from ._validation import check_positive, check_reg, check_same_backend, mass_mismatch
 
 __all__ = ["solve_sample", "OnlineOTResult", "sample_cost"]
 
@@ -408,12 +408,11 @@ def solve_sample(
     if potentials_init is not None:
         potentials_init = _check_pots(potentials_init, n, m, Xa)
     if rho is None or (math.isinf(rho[0]) and math.isinf(rho[1])):
-        sa, sb = float(a_t.detach().sum()), float(b_t.detach().sum())
-        # as check_balanced: relative 1e-6 in float64, 1e-4 in float32
-        if abs(sa - sb) > (1e-6 if Xa.dtype == torch.float64 else 1e-4) * max(sa, sb):
+        masses = mass_mismatch(a_t, b_t)  # the tolerance of check_balanced
+        if masses is not None:
             raise ValueError(
-                f"balanced OT needs a.sum() == b.sum(), got {sa:.6g} and {sb:.6g}; "
-                "set unbalanced=rho")
+                f"balanced OT needs a.sum() == b.sum(), got {masses[0]:.6g} and "
+                f"{masses[1]:.6g}; set unbalanced=rho")
     if batch_size is None:
         batch_size = max(1, min(n, _TILE_ENTRIES // max(m, 1)))
     eps = reg

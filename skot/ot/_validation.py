@@ -201,14 +201,23 @@ def check_mask(mask, M):
     return mask.expand_as(M)
 
 
-def check_balanced(a, b, name="unbalanced"):
+def mass_mismatch(a, b):
+    """``None`` when the total masses of ``a`` and ``b`` agree (relative 1e-6
+    in float64, 1e-4 in float32, per problem of a batch), else the pair of
+    totals (of the first problem) for a message."""
     with torch.no_grad():
         ma, mb = a.sum(-1), b.sum(-1)
         tol = 1e-6 if a.dtype == torch.float64 else 1e-4
         if ((ma - mb).abs() > tol * torch.maximum(ma, mb)).any():
-            raise ValueError(
-                f"a and b have different total mass (sum a = {ma.flatten()[0].item():.6g},"
-                f" sum b = {mb.flatten()[0].item():.6g}); a balanced problem needs equal "
-                f"sums: normalise them, or pass {name}= (KL-relaxed marginals) or "
-                "mass= (partial transport)"
-            )
+            return ma.flatten()[0].item(), mb.flatten()[0].item()
+    return None
+
+
+def check_balanced(a, b, name="unbalanced"):
+    masses = mass_mismatch(a, b)
+    if masses is not None:
+        raise ValueError(
+            f"a and b have different total mass (sum a = {masses[0]:.6g}, sum b = "
+            f"{masses[1]:.6g}); a balanced problem needs equal sums: normalise them, "
+            f"or pass {name}= (KL-relaxed marginals) or mass= (partial transport)"
+        )
