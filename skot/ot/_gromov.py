@@ -571,7 +571,7 @@ def _fgw_exact(prob, opts):
     if opts.get("unbalanced") is not None:
         raise ValueError("method='fgw_exact' does not support unbalanced=; use 'fgw'")
     max_iter = int(opts["max_iter"])
-    plans, ok, n_iter = [], True, 0
+    plans, ok, n_iter, err = [], True, 0, 0.0
     Ca, Cb, M = _dense(prob.Ca), _dense(prob.Cb), _dense(prob.M)
     for k in range(M.shape[0]):
         a, b = _np(prob.a[k]), _np(prob.b[k])
@@ -586,10 +586,13 @@ def _fgw_exact(prob, opts):
         it = len(log["loss"]) - 1
         n_iter = max(n_iter, it)
         ok = ok and it < max_iter
+        if it > 0:  # the last relative change of the objective (POT's tol_rel)
+            last, prev = log["loss"][-1], log["loss"][-2]
+            err = max(err, abs(last - prev) / max(abs(last), 1e-300))
         plans.append(torch.as_tensor(np.asarray(plan), dtype=M.dtype,
                                      device=M.device))
     P = torch.stack(plans)
     value, value_linear = _value(prob.M, prob.Ca, prob.Cb, P, opts["alpha"],
                                  "envelope" if opts["grad"] != "detach" else "detach")
     return dict(plan=P, value=value, value_linear=value_linear, potentials=None,
-                n_iter=n_iter, err=0.0, converged=ok)
+                n_iter=n_iter, err=err, converged=ok)

@@ -404,16 +404,19 @@ def _exact(prob, opts):
     if opts.get("mask") is not None:
         raise ValueError("mask= is not supported by method='exact'; use a large cost")
     max_iter = opts["max_iter"]
-    results, ok = [], True
+    results, ok, err = [], True, 0.0
     for k in range(prob.M.shape[0]):
         a, b = _np(prob.a[k]), _np(prob.b[k])
         b = b * (a.sum() / b.sum())  # exact-sum rounding for the LP
         plan, u, v, done = _emd(a, b, _np(prob.M[k]), max_iter)
         ok = ok and done
+        err = max(err, float(np.abs(plan.sum(1) - a).sum() + np.abs(plan.sum(0) - b).sum()))
         results.append((plan, u, v, 0.0))
     plan, value, value_linear, pots = _stack_results(results, prob, opts["grad"])
+    # POT's network simplex does not report its iteration count: n_iter is
+    # max_iter when it ran out, else 0; err is the plan's L1 marginal error
     return dict(plan=plan, value=value, value_linear=value_linear, potentials=pots,
-                n_iter=0, err=0.0, converged=ok)
+                n_iter=0 if ok else int(max_iter), err=err, converged=ok)
 
 
 def _pot_partial_exact(prob, opts, mass):
@@ -423,7 +426,7 @@ def _pot_partial_exact(prob, opts, mass):
     and running out of it is reported (POT raises a ValueError instead). The
     dummy-to-dummy cost ``3 max|M|`` keeps dummy mass off that corner for
     costs of any sign (POT's ``2 max M`` assumes non-negative costs)."""
-    results, ok = [], True
+    results, ok, err = [], True, 0.0
     for k in range(prob.M.shape[0]):
         a, b, M = _np(prob.a[k]), _np(prob.b[k]), _np(prob.M[k])
         n, m = M.shape
@@ -436,11 +439,15 @@ def _pot_partial_exact(prob, opts, mass):
         M_ext[n, m] = 3.0 * top if top > 0 else 1.0
         plan, _, _, done = _emd(a_ext, b_ext, M_ext, opts["max_iter"])
         ok = ok and done
-        results.append((plan[:n, :m], None, None, 0.0))
+        P = plan[:n, :m]
+        # the constraints: P 1 <= a, P^T 1 <= b, total mass
+        err = max(err, float(abs(P.sum() - mass) + np.maximum(P.sum(1) - a, 0).sum()
+                             + np.maximum(P.sum(0) - b, 0).sum()))
+        results.append((P, None, None, 0.0))
     plan, value, value_linear, pots = _stack_results(results, prob, opts["grad"],
                                                      balanced=False)
     return dict(plan=plan, value=value, value_linear=value_linear, potentials=pots,
-                n_iter=0, err=0.0, converged=ok)
+                n_iter=0 if ok else int(opts["max_iter"]), err=err, converged=ok)
 
 
 # L1 marginal error, as a share of the mass, above which a "sparse" plan is

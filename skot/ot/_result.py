@@ -35,20 +35,27 @@ class OTResult:
         then identically 0 at the optimum.
     value_linear : same type as ``value``
         The linear part ``<M, P>``.
-    potentials : tuple (f, g)
+    potentials : tuple (f, g) or None
         Dual potentials, in cost units, shapes (n,) and (m,) (or batched).
         Computed on first access where the solver left terms out of its
-        iterations (balanced entropic FGW: the marginal term).
+        iterations (balanced entropic FGW: the marginal term). None where the
+        method has none to give: exact partial OT (solved on POT's extended
+        problem) and ``"fgw_exact"`` (conditional gradient).
     n_iter : int
-        Iterations run.
+        Iterations run. POT's network simplex (``"exact"``, exact
+        ``"partial"``) does not report its count: 0, or ``max_iter`` when it
+        ran out.
     converged : bool
-        False when ``max_iter`` was reached before the tolerance (a
+        False when ``max_iter`` was reached before the tolerance, or when a
+        ``"sparse"`` plan misses its marginals (``status`` says which; a
         :class:`~sklearn.exceptions.ConvergenceWarning` was emitted).
     method : str
         Name of the method that produced the result.
     err : float
-        Final error (marginal violation for balanced problems, relative change of
-        the potentials otherwise).
+        Final error: the L1 marginal violation for balanced problems (of the
+        returned plan for the exact methods), the stopping quantity of
+        ``tol`` otherwise (see :func:`skot.ot.solve`), the last relative change
+        of the objective for ``"fgw_exact"``.
     """
 
     value: Any = None

@@ -87,7 +87,10 @@ class OTSolver(BaseEstimator):
                 f"solver method={method!r} is a Gromov-Wasserstein method and needs "
                 "structure matrices; this estimator uses a linear OT problem"
             )
-        if method != "unbalanced":
+        # a stored unbalanced (kept for the quadratic methods) is dropped for
+        # another linear method; one passed to this call, or with method=None
+        # (which solve infers from it), reaches solve, which refuses a mismatch
+        if method not in (None, "unbalanced") and overrides.get("unbalanced") is None:
             p.pop("unbalanced", None)
         return dict(method=method, **p)
 
@@ -96,8 +99,9 @@ class OTSolver(BaseEstimator):
 
         Calls :func:`skot.ot.solve` with this solver's parameters, updated by
         ``overrides``. ``alpha`` is not passed; ``reg`` is set to None for the
-        unregularised methods (``"exact"``); ``unbalanced`` is passed only
-        with ``method="unbalanced"``.
+        unregularised methods (``"exact"``); a stored ``unbalanced`` is passed
+        only with ``method="unbalanced"`` or ``method=None`` (one given to this
+        call always is, so a mismatch is an error).
 
         Parameters
         ----------

@@ -439,3 +439,17 @@ def test_unbalanced_fgw_value_uses_generalised_kl(rng):
                               torch.tensor(P), 0.3)
     expected = float(fgw) + 0.5 * (kl(P.sum(1), a) + kl(P.sum(0), b))
     assert res.value == pytest.approx(expected, rel=1e-10)
+
+
+def test_solver_passes_unbalanced_when_solve_would_use_it(rng):
+    # method=None dropped a stored unbalanced (a balanced plan came back), and
+    # an unbalanced= given to one call with method="sinkhorn" was ignored
+    M = rng.random((6, 5))
+    res = so.OTSolver(method=None, reg=0.1, unbalanced=1.0).solve(M)
+    ref = so.solve(M, reg=0.1, unbalanced=1.0)
+    assert res.method == "unbalanced"
+    np.testing.assert_allclose(res.plan, ref.plan)
+    with pytest.raises(ValueError, match="unbalanced=0.5 is only used by"):
+        so.OTSolver("sinkhorn", reg=0.1).solve(M, unbalanced=0.5)
+    # a stored value kept for the quadratic methods is still dropped here
+    assert so.OTSolver("sinkhorn", reg=0.1, unbalanced=1.0).solve(M).method == "sinkhorn"

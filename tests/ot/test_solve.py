@@ -530,12 +530,28 @@ def test_options_of_other_methods_are_refused(rng):
 
 
 def test_exact_budget_warns_once(rng):
-    # POT's own "numItermax reached" UserWarning came on top of skot's
+    # POT's own "numItermax reached" UserWarning came on top of skot's, and the
+    # result said err=0.0, n_iter=0 for a plan 0.79 (L1) off its marginals
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = so.solve(rng.random((60, 50)), max_iter=5)
     assert not res.converged
     assert [w.category for w in caught] == [ConvergenceWarning]
+    P = res.plan
+    err = np.abs(P.sum(1) - 1 / 60).sum() + np.abs(P.sum(0) - 1 / 50).sum()
+    assert res.err == pytest.approx(err) and err > 0.1 and res.n_iter == 5
+    ok = so.solve(rng.random((60, 50)))
+    assert ok.converged and ok.err < 1e-12
+
+
+def test_sparse_float32_keeps_pots_threshold(rng):
+    # POT's L-BFGS runs in float64: float32's default tol (1e-6) stopped it at
+    # a 5e-3 marginal error, reported as max_nz binding
+    M = rng.random((6, 5)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        res = so.solve(M, reg=0.1, method="sparse", max_nz=3)
+    assert res.converged and res.err < 1e-4 and res.plan.dtype == np.float32
 
 
 def test_bad_box_and_graphs_raise_clearly(rng):
