@@ -15,7 +15,7 @@ from ._result import OTResult  # noqa: E402
 from ._solve import solve, solve_gromov  # noqa: E402
 from ._solver import OTSolver, get_solver  # noqa: E402
 from ._gromov import LowRankGraph, fgw_objective  # noqa: E402
-from ._online import solve_sample  # noqa: E402
+from ._online import OnlineOTResult, solve_sample  # noqa: E402
 
 __all__ = [
     "solve",
@@ -27,4 +27,5 @@ __all__ = [
     "fgw_objective",
     "LowRankGraph",
     "solve_sample",
+    "OnlineOTResult",
 ]

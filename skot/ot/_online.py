@@ -103,7 +103,7 @@ class _Geometry:
         return r * r if self.metric == "sqeuclidean" else r
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # OTResult's summary repr (never builds the plan)
 class OnlineOTResult(OTResult):
     """:class:`OTResult` of :func:`solve_sample` with a lazy plan.
 

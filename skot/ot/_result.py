@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from .._backend import to_numpy
@@ -77,6 +78,21 @@ class OTResult:
     _lazy_potentials: Callable | None = field(default=None, repr=False)
     # library-internal by-products of a solve (e.g. a loss's -sum T log P)
     _extra: dict = field(default_factory=dict, repr=False)
+
+    def __repr__(self):
+        # a summary: the dataclass repr printed the whole plan and ran the lazy
+        # values and potentials (two n x n x m products for FGW)
+        parts = [f"method={self.method!r}"]
+        value = object.__getattribute__(self, "value")
+        if value is not None:
+            v = to_numpy(value) if isinstance(value, torch.Tensor) else np.asarray(value)
+            parts.append(f"value={v.item():.6g}" if v.ndim == 0 else f"value={v}")
+        plan = object.__getattribute__(self, "_plan")
+        if plan is not None:
+            parts.append(f"plan shape={tuple(plan.shape)}")
+        parts += [f"converged={self.converged}", f"n_iter={self.n_iter}",
+                  f"err={self.err:.3g}", f"status={self.status!r}"]
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     @property
     def plan(self):

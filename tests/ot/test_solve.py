@@ -771,3 +771,15 @@ def test_exact_plans_do_not_depend_on_the_cost_scale(rng, scale):
     part = so.solve(M * scale, mass=0.5)
     ref = ot.partial.partial_wasserstein(ot.unif(30), ot.unif(30), M, m=0.5)
     assert (part.plan * M).sum() == pytest.approx((ref * M).sum(), rel=1e-9)
+
+
+def test_result_repr_is_a_summary(rng):
+    # the dataclass repr printed the whole plan and ran the lazy values
+    M = rng.random((40, 30))
+    res = so.solve(M, reg=0.1, grad="detach")
+    text = repr(res)
+    assert text.startswith("OTResult(method='sinkhorn'") and "status='converged'" in text
+    assert len(text) < 200 and object.__getattribute__(res, "value") is None
+    online = so.solve_sample(rng.normal(size=(5, 2)), rng.normal(size=(4, 2)), reg=0.5)
+    assert repr(online).startswith("OnlineOTResult(method='sinkhorn', value=")
+    assert object.__getattribute__(online, "_plan") is None  # never built
