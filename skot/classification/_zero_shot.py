@@ -31,13 +31,17 @@ class FGWZeroShotClassifier(BaseOTClassifier):
 
         \min_{P \ge 0,\ P 1 = \frac{1}{n}1,\ [P^\top 1 = \pi]}
             \langle C, P \rangle
-            - \alpha \langle \bar A\, (nP)\, \bar B, P \rangle / n
+            - \frac{\alpha}{2} \langle \bar A\, (nP)\, \bar B, P \rangle / n
             + \varepsilon \, \mathrm{KL}(P \| \tfrac{1}{n} 1 \pi^\top)
 
     with :math:`\bar A`, :math:`\bar B` the centred image-image and class-class
     cosine similarity graphs (the structure term of fused Gromov-Wasserstein,
     scaled so that ``alpha`` is in cost units for any batch size and number of
-    classes) and :math:`\pi` the class prior.
+    classes) and :math:`\pi` the class prior. Its gradient in P is the
+    linearised cost :math:`C - \alpha \bar A (nP) \bar B` that each of the
+    ``n_outer`` entropic solves uses: ``alpha`` weighs the structure term of
+    that cost (OT-CLIP's parametrisation), which is half the weight of the
+    quadratic term in the objective.
 
     With ``alpha=0`` and ``class_prior=None`` (the defaults) the column marginal
     is free and the plan is CLIP's softmax at logit scale :math:`1/\varepsilon`:

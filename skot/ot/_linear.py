@@ -270,7 +270,8 @@ def _warn_convergence(res, method, max_iter):
         msg = res.get("message") or (
             f"did not converge in max_iter={max_iter} iterations (error "
             f"{res['err']:.3g}); increase max_iter, loosen tol or increase reg")
-        warnings.warn(f"skot.ot.solve(method={method!r}) {msg}", ConvergenceWarning,
+        entry = "solve_gromov" if method in ("fgw", "fgw_exact") else "solve"
+        warnings.warn(f"skot.ot.{entry}(method={method!r}) {msg}", ConvergenceWarning,
                       stacklevel=4)
 
 

@@ -297,6 +297,10 @@ def _check_graph(C, name, size, like, batched):
     C = _to_tensor(C, name, like=like)
     expected = (size, size)
     shape = tuple(C.shape[-2:])
+    if C.ndim == 3 and C.shape[0] != like.shape[0]:
+        raise ValueError(
+            f"{name} holds a batch of {C.shape[0]} graphs but M a batch of "
+            f"{like.shape[0]}; pass one graph, or one per problem of M")
     if batched and C.ndim == 2 and shape == expected:
         C = C.expand(like.shape[0], size, size)
     if shape != expected or C.ndim != (3 if batched else 2):
@@ -308,6 +312,30 @@ def _check_graph(C, name, size, like, batched):
     if not all_finite(C):
         raise ValueError(f"{name} contains NaN or inf; structure matrices must be finite")
     return C
+
+
+def _check_symmetric(C, name):
+    """A structure matrix must be symmetric (dense: to 1e-6 of its largest
+    entry; factored U V^T + bias: probed with two random vectors)."""
+    with torch.no_grad():
+        if isinstance(C, LowRankGraph):
+            g = torch.Generator(device="cpu").manual_seed(0)
+            r = torch.randn(C.U.shape[-2], 2, generator=g, dtype=C.U.dtype).to(C.U.device)
+            # r1^T (U V^T) r2 - r2^T (U V^T) r1; the bias term is symmetric
+            left = (r[..., 0] @ C.U) * (r[..., 1] @ C.V)
+            right = (r[..., 1] @ C.U) * (r[..., 0] @ C.V)
+            gap = (left - right).sum(-1).abs().max()
+            scale = (r[..., 0] @ C.U).abs().sum(-1).max() * (
+                r[..., 1] @ C.V).abs().sum(-1).max()
+        else:
+            gap = (C - C.transpose(-1, -2)).abs().max()
+            scale = C.abs().max()
+        if float(gap) > 1e-6 * max(float(scale), torch.finfo(torch.float32).tiny):
+            raise ValueError(
+                f"{name} is not symmetric (largest asymmetry {float(gap):.3g}); "
+                "method='fgw' linearises the quadratic term for symmetric "
+                f"structure matrices: pass ({name} + {name}.T) / 2, or use "
+                "method='fgw_exact'")
 
 
 def _check_low_rank(C, name, size, like, batched, cols=None):
@@ -541,6 +569,18 @@ def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
         max_iter = default_max_iter(method, reg, 100)
     if tol is None:
         tol = 1e-7
+    if method == "fgw" and alpha > 0:
+        # the linearisation 2 L(Ca, Cb) (x) P is the gradient of the quadratic
+        # term only for symmetric graphs (an asymmetric one needs both L (x) P
+        # and its transpose): refused rather than solved as another problem
+        for name, C in (("Ca", prob.Ca), ("Cb", prob.Cb)):
+            _check_symmetric(C, name)
+    if (prob.a.requires_grad or prob.b.requires_grad) and (
+            grad != "autodiff" or method == "fgw_exact"):
+        raise ValueError(
+            "gradients w.r.t. a and b of a (fused) Gromov-Wasserstein value are "
+            "only available with grad='autodiff' and method='fgw' (unrolled); "
+            f"got grad={grad!r}, method={method!r}: detach a and b")
     opts = dict(
         reg=reg, reg_type=reg_type, unbalanced=unbalanced,
         unbalanced_type=unbalanced_type, alpha=alpha, max_iter=max_iter, tol=tol,
