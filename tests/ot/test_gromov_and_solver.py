@@ -1,6 +1,7 @@
 """solve_gromov against POT; solver objects as hyperparameters."""
 
 import math
+import warnings
 
 import numpy as np
 import ot
@@ -510,3 +511,15 @@ def test_fgw_input_checks(rng):
                         reg=0.1, grad="envelope")
     with pytest.raises(ValueError, match="batch of 2 graphs but M a batch of 1"):
         so.solve_gromov(np.stack([Ca, Ca]), Cb, M, reg=0.1)
+
+
+def test_fgw_float32_default_tol_converges(rng):
+    # the float64 tol (1e-7) sat below float32's floor of the plan change:
+    # every float32 solve ran to max_iter and warned
+    Ca, Cb, M = (C.astype(np.float32) for C in _cos_graphs(rng, 40, 30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        res = so.solve_gromov(Ca, Cb, M, alpha=0.5, reg=0.05)
+    ref = so.solve_gromov(Ca.astype(float), Cb.astype(float), M.astype(float),
+                          alpha=0.5, reg=0.05, tol=1e-10, max_iter=1000)
+    assert res.converged and np.abs(res.plan - ref.plan).sum() < 1e-4
