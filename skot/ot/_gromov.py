@@ -604,10 +604,15 @@ def _fgw_exact(prob, opts):
         # first; stopping at the budget means its tolerances were not met
         it = len(log["loss"]) - 1
         n_iter = max(n_iter, it)
-        ok = ok and it < max_iter
+        met = False
         if it > 0:  # the last relative change of the objective (POT's tol_rel)
             last, prev = log["loss"][-1], log["loss"][-2]
-            err = max(err, abs(last - prev) / max(abs(last), 1e-300))
+            rel = abs(last - prev) / max(abs(last), 1e-300)
+            err = max(err, rel)
+            # POT stops on either tolerance; meeting one on the last allowed
+            # iteration is convergence, not a spent budget
+            met = rel <= opts["tol"] or abs(last - prev) <= opts["tol"]
+        ok = ok and (it < max_iter or met)
         plans.append(torch.as_tensor(np.asarray(plan), dtype=M.dtype,
                                      device=M.device))
     P = torch.stack(plans)

@@ -523,3 +523,17 @@ def test_fgw_float32_default_tol_converges(rng):
     ref = so.solve_gromov(Ca.astype(float), Cb.astype(float), M.astype(float),
                           alpha=0.5, reg=0.05, tol=1e-10, max_iter=1000)
     assert res.converged and np.abs(res.plan - ref.plan).sum() < 1e-4
+
+
+def test_fgw_exact_converging_on_the_last_iteration_is_converged(rng):
+    Ca, Cb, M = _cos_graphs(rng, 12, 10)
+    M = M + rng.random(M.shape)
+    free = so.solve_gromov(Ca, Cb, M, alpha=0.5, method="fgw_exact")
+    assert free.converged and free.n_iter >= 2
+    exact_budget = so.solve_gromov(Ca, Cb, M, alpha=0.5, method="fgw_exact",
+                                   max_iter=free.n_iter)
+    assert exact_budget.converged  # was False: budget == iterations needed
+    with pytest.warns(ConvergenceWarning):
+        short = so.solve_gromov(Ca, Cb, M, alpha=0.5, method="fgw_exact",
+                                max_iter=free.n_iter - 1)
+    assert not short.converged
