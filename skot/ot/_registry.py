@@ -7,18 +7,23 @@ _QUADRATIC: dict = {}
 _NEEDS_REG: set = set()
 _GIBBS: set = set()
 _MAX_ITER: dict = {}
+_TOL: dict = {}
 
 __all__ = ["register_method", "get_method", "available_methods"]
 
 
 def register_method(name, *, needs_reg=False, quadratic=False, gibbs=False,
-                    max_iter=None):
+                    max_iter=None, tol=None):
     """Register ``func(problem, options) -> dict`` under ``name``.
 
     ``max_iter``: the method's default iteration budget (``max_iter=None`` in
     :func:`skot.ot.solve`), an int or a function of ``reg`` returning one (or
     None); None keeps the solve's default (1000 for linear methods, 100 outer
     iterations for Gromov ones).
+
+    ``tol``: the method's default tolerance whatever the input dtype (a
+    method that solves in float64 itself, e.g. POT's L-BFGS for
+    ``"sparse"``); None keeps the solve's dtype-aware default.
 
     ``gibbs=True``: with ``reg`` set (and ``reg_type="KL"``) the plan is
     ``exp((f_i + g_j - C_ij) / reg + log a_i + log b_j)`` at the returned
@@ -33,6 +38,8 @@ def register_method(name, *, needs_reg=False, quadratic=False, gibbs=False,
             _GIBBS.add(name)
         if max_iter is not None:
             _MAX_ITER[name] = max_iter if callable(max_iter) else int(max_iter)
+        if tol is not None:
+            _TOL[name] = float(tol)
         return func
 
     return deco
@@ -67,6 +74,12 @@ def default_max_iter(name, reg, fallback):
     if callable(budget):
         budget = budget(reg)
     return fallback if budget is None else budget
+
+
+def default_tol(name, fallback):
+    """The tolerance of ``name`` when the caller gives ``tol=None``;
+    ``fallback`` (a thunk, the dtype-aware default) when it registered none."""
+    return _TOL[name] if name in _TOL else fallback()
 
 
 def is_gibbs(name):

@@ -10,7 +10,7 @@ import torch
 from . import _gromov, _linear  # noqa: F401  (register the methods)
 from ._gromov import LowRankGraph
 from ._linear import _warn_convergence
-from ._registry import default_max_iter, get_method, needs_reg
+from ._registry import default_max_iter, default_tol, get_method, needs_reg
 from ._result import OTResult
 from ._validation import (
     Problem,
@@ -168,6 +168,8 @@ def solve(
         ``reg=None``, as :func:`ot.emd`'s ``numItermax``), 500 L-BFGS
         iterations (``"sparse"``, as POT's ``smooth_ot_dual``).
     tol : float, default=1e-9 (float64); float32: max(1e-6, eps max|M| / reg), at most 1e-3
+        (``"sparse"``: 1e-9 for any dtype, POT's ``stopThr``, as it solves in
+        float64).
         Stopping threshold on the L1 marginal error (balanced constraints), on
         the L1 change of the marginals that an iteration makes (KL-relaxed
         marginals: each potential's change weighted by its row's or column's
@@ -256,10 +258,7 @@ def solve(
     if max_iter is None:
         max_iter = default_max_iter(method, reg, 1000)
     if tol is None:
-        # "sparse" runs POT's L-BFGS in float64 whatever the input dtype: its
-        # stopping threshold stays POT's 1e-9 (float32's tol stopped it at a
-        # 5e-3 marginal error)
-        tol = 1e-9 if method == "sparse" else _default_tol(prob.M, reg)
+        tol = default_tol(method, lambda: _default_tol(prob.M, reg))
     opts = dict(
         reg=reg, reg_type=reg_type, unbalanced=unbalanced,
         unbalanced_type=unbalanced_type, mass=mass, max_iter=max_iter, tol=tol,

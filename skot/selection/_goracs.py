@@ -54,10 +54,11 @@ def pairwise_cost(A, B, metric, scale=None):
     """Cost between the rows of ``A`` (n, d) and ``B`` (m, d) -> (n, m).
 
     ``"cosine"``: 1 - cos(a, b) in [0, 2]; ``"euclidean"``: ||a - b||;
-    ``"sqeuclidean"``: ||a - b||^2. The Euclidean ones are computed on the rows
-    divided by ``scale`` (default: their largest absolute entry) and scaled
-    back, so that the squares neither overflow (entries from about 1e19 in
-    float32) nor underflow (below about 1e-19).
+    ``"sqeuclidean"``: ||a - b||^2. Every metric is computed on the rows
+    divided by ``scale`` (default: the power of two at or above their largest
+    absolute entry, :func:`_row_scale`) and the Euclidean ones scaled back, so
+    that the squares neither overflow (entries from about 1e19 in float32)
+    nor underflow (below about 1e-19).
     """
     if scale is None:
         scale = _row_scale(A, B)
