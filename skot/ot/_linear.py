@@ -16,7 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from .._backend import to_numpy
 from ._autograd import FixedPotentialPlan, with_gradient
 from ._registry import register_method
-from ._sinkhorn import Side, relaxed_terms, sinkhorn_core
+from ._sinkhorn import Side, free_side_closed_form, relaxed_terms, sinkhorn_core
 from ._sinkhorn import tiny_log as _tiny_log
 from ._validation import check_balanced, check_positive, mass_mismatch
 
@@ -114,6 +114,8 @@ def _check_mask_feasible(mask, row_kind, col_kind):
         raise ValueError(
             "mask forbids every entry of some column; that column cannot be served"
         )
+    if row_kind == col_kind == "free" and not bool(u8.flatten(-2).amax(-1).all()):
+        raise ValueError("mask forbids every entry; the total mass cannot be placed")
 
 
 def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
@@ -158,13 +160,20 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
         f0 = torch.as_tensor(f0, dtype=M.dtype, device=M.device).reshape(a.shape)
         g0 = torch.as_tensor(g0, dtype=M.dtype, device=M.device).reshape(b.shape)
     ctx = torch.enable_grad() if track else torch.no_grad()
+    # rows only, columns only, total mass only: the plan is a softmax
+    closed = (row.kind, col.kind) in (("eq", "free"), ("free", "eq")) or (
+        row.kind == col.kind == "free" and logmass is not None)
     with ctx:
-        f, g, n_iter, err, converged, plan_loop = sinkhorn_core(
-            Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass,
-            max_iter=opts["max_iter"], tol=opts["tol"], f0=f0, g0=g0,
-            geometry=opts.get("geometry", "kernel"), verbose=opts.get("verbose", False),
-            forbid=forbid,
-        )
+        if closed:
+            f, g, n_iter, err, converged, plan_loop = free_side_closed_form(
+                Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass, forbid=forbid)
+        else:
+            f, g, n_iter, err, converged, plan_loop = sinkhorn_core(
+                Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass,
+                max_iter=opts["max_iter"], tol=opts["tol"], f0=f0, g0=g0,
+                geometry=opts.get("geometry", "kernel"),
+                verbose=opts.get("verbose", False), forbid=forbid,
+            )
     if grad != "autodiff":
         f, g = f.detach(), g.detach()
     if grad == "autodiff" and torch.is_grad_enabled() and (

@@ -170,11 +170,12 @@ def solve(
     tol : float, default=1e-9 (float64); float32: max(1e-6, eps max|M| / reg), at most 1e-3
         (``"sparse"``: 1e-9 for any dtype, POT's ``stopThr``, as it solves in
         float64).
-        Stopping threshold on the L1 marginal error (balanced constraints), on
-        the L1 change of the marginals that an iteration makes (KL-relaxed
-        marginals: each potential's change weighted by its row's or column's
-        mass) or on the largest change of the potentials in units of ``reg``
-        (other constraint sets).
+        Stopping threshold on the L1 marginal error (balanced constraints) or
+        on the L1 change of the marginals that an iteration makes (KL-relaxed,
+        box and inequality constraints: each potential's change weighted by
+        its row's or column's mass). Both are measured when the error, falling
+        linearly, is predicted below ``tol``, and at least every 10th
+        iteration.
     grad : {"autodiff", "envelope", "detach"}, default="autodiff"
         ``"autodiff"`` unrolls the iterations; ``"envelope"`` runs them without a
         graph and gives ``value`` the gradient of the optimum (d value/dM = plan)
