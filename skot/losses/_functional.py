@@ -695,8 +695,8 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
     defaults (``ot_reg=0.003`` scored 61.6 but stopped at the 100-iteration
     budget before its marginals converged). These runs are not in the
     embedder benchmark, which scores at the current default ``mix=0.075``
-    (there ``noise_ratio=0.3`` gives 57.2, InfoNCE 56.1; with the heads alone,
-    ``mix=1``: 63.7 and 37.4).
+    (there ``noise_ratio=0.3`` gives 57.1, InfoNCE 56.1; with the heads alone,
+    ``mix=1``: 63.9 and 37.4).
 
     Parameters
     ----------
