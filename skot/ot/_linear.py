@@ -102,7 +102,9 @@ def _check_hard_masses(a, b, rho, eps):
             + (", or use float64" if a.dtype != torch.float64 else ""))
 
 
-def _check_mask_feasible(mask, row_kind, col_kind):
+def _check_mask_feasible(mask, row_kind, col_kind, col_lo=None):
+    """A mask that leaves a constrained row or column (or, for a box, one
+    with a lower bound above 0; for total mass, the whole plan) no entry."""
     if mask is None:
         return
     # reductions of the bytes: bool any() along an axis was 10-70x slower
@@ -114,6 +116,14 @@ def _check_mask_feasible(mask, row_kind, col_kind):
         raise ValueError(
             "mask forbids every entry of some column; that column cannot be served"
         )
+    if col_lo is not None:
+        empty = u8.amax(-2) == 0
+        if bool((empty & (col_lo > 0)).any()):
+            raise ValueError(
+                "mask forbids every entry of some column whose box lower bound is "
+                "above 0; that column cannot be served (a box delta >= 1 allows "
+                "empty columns)"
+            )
     if row_kind == col_kind == "free" and not bool(u8.flatten(-2).amax(-1).all()):
         raise ValueError("mask forbids every entry; the total mass cannot be placed")
 
@@ -135,7 +145,9 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
             _check_hard_masses(a, b, given, eps)
     kl_ref = opts["reg_type"].lower() == "kl"
     mask = opts.get("mask")
-    _check_mask_feasible(mask, row_kind, col_kind)
+    dbox = _dbot_box(box, b.detach()) if col_kind == "box" else None
+    _check_mask_feasible(mask, row_kind, col_kind,
+                         col_lo=None if dbox is None else dbox[0])
     # forbidden pairs are applied to the kernel inside the solver (no masked
     # n x m copy of the cost)
     forbid = None if mask is None else ~mask
@@ -147,7 +159,7 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
     row = _side_for(row_kind, a_s, eps, rho[0] if rho else None)
     col = _side_for(
         col_kind, b_s, eps, rho[1] if rho else None,
-        box=_dbot_box(box, b_s) if col_kind == "box" else None,
+        box=(_dbot_box(box, b_s) if track else dbox) if col_kind == "box" else None,
     )
     ra = _tiny_log(a_s) if kl_ref else torch.zeros_like(a_s)
     rb = _tiny_log(b_s) if kl_ref else torch.zeros_like(b_s)

@@ -65,7 +65,10 @@ class Side:
         if self.kind == "le":
             return torch.clamp(self.logw - L, max=0.0)
         if self.kind == "box":
-            return torch.minimum(torch.maximum(L, self.loglo), self.loghi) - L
+            # a column with no allowed entry (L = -inf; feasible when its lower
+            # bound is 0) keeps potential 0 instead of +inf
+            out = torch.minimum(torch.maximum(L, self.loglo), self.loghi) - L
+            return out.masked_fill(L == -math.inf, 0.0)
         return torch.zeros_like(L)  # free
 
 
@@ -260,7 +263,9 @@ def free_side_closed_form(C, eps, row: Side, col: Side, *, ra, rb, logmass=None,
         if forbid is not None:
             t = t.masked_fill(forbid, -math.inf)
         pot = wlog - torch.logsumexp(t, dim=dims, keepdim=True)
-        plan = torch.exp(t + pot)
+        # the caller rebuilds the differentiable plan from the potentials:
+        # this one (for err, and the caller's other paths) carries no graph
+        plan = torch.exp(t.detach() + pot.detach())
     else:
         t = torch.sub(ra.unsqueeze(-1), C, alpha=1.0 / eps)
         t.add_(rb.unsqueeze(-2))
@@ -274,8 +279,15 @@ def free_side_closed_form(C, eps, row: Side, col: Side, *, ra, rb, logmass=None,
         plan = t.mul_(torch.exp(wlog) / s)
     with torch.no_grad():
         target = torch.exp(wlog.detach())
-        err = float((plan.detach().sum(dim=dims, keepdim=True) - target).abs()
+        err = float((plan.sum(dim=dims, keepdim=True) - target).abs()
                     .flatten(1).sum(-1).max())
+        if not (math.isfinite(err) and bool(torch.isfinite(pot).all())):
+            raise FloatingPointError(
+                f"non-finite potentials in the closed-form entropic plan ({C.dtype}, "
+                f"reg={eps:.3g}, max|M| / reg = {float(C.detach().abs().max()) / eps:.3g}): "
+                "the cost in units of reg overflows this dtype; scale M down, raise "
+                "reg or solve in float64"
+            )
     # potentials in units of the cost; the constrained side's (rows and total
     # mass: f, the total's constant on every row), the other side 0
     pot = eps * pot
@@ -298,13 +310,15 @@ def _next_check(err, last_err, gap, tol, it, most=10):
     to 20-30 iterations where the error crossed tol at 12 (batch 2048); each
     measurement costs a few passes over vectors of length n and, on a GPU, a
     synchronisation."""
-    if not (math.isfinite(err) and math.isfinite(last_err)) or not 0 < err < last_err:
+    if not (math.isfinite(err) and math.isfinite(last_err)) or not 0 < err < last_err \
+            or not tol > 0:
         return 1 if it < most else most
     rate = (err / last_err) ** (1.0 / gap)
     if not 0.0 < rate < 1.0:  # 1.0: a very slow fall, rounded
         return most
-    need = math.log(tol / err) / math.log(rate)
-    return int(min(max(math.ceil(need), 1), most))
+    # logs apart: tol / err can underflow (tol 5e-324)
+    need = (math.log(tol) - math.log(err)) / math.log(rate)
+    return int(min(max(math.ceil(need - 1e-9), 1), most))
 
 
 def sinkhorn_core(
@@ -455,7 +469,8 @@ def sinkhorn_core(
         # ---- error and absorption
         with torch.no_grad():
             if balanced:
-                err = max(err_rows, err_cols)
+                err = (math.nan if math.isnan(err_rows) or math.isnan(err_cols)
+                       else max(err_rows, err_cols))
             else:
                 # relaxed (KL), box (DBOT) and inequality (partial) sides: the
                 # L1 change of the marginals that this iteration's potential
@@ -478,7 +493,10 @@ def sinkhorn_core(
                 df = float(_moved_mass(r, df, eps).sum(-1).max())
                 dg = float(_moved_mass(c, dg, eps).sum(-1).max())
                 dh = float(_moved_mass(c.sum(-1), dh, eps).max())
-                err = max(df, dg, dh, err_rows, err_cols)
+                # a NaN term must reach the non-finite check below (Python's max
+                # drops a NaN that is not its first argument)
+                terms = (df, dg, dh, err_rows, err_cols)
+                err = math.nan if any(map(math.isnan, terms)) else max(terms)
             if use_kernel:
                 big = max(
                     float(st.alpha.abs().max()),

@@ -397,6 +397,43 @@ def test_error_measurements_are_scheduled_by_the_predicted_crossing():
     assert _next_check(1e-2, 1e-3, 1, 1e-4, it=12) == 10
     # a fall whose rate per iteration rounds to 1
     assert _next_check(1.0, math.nextafter(1.0, 2.0), 10, 1e-4, it=3) == 10
+    # a tol whose ratio to the error underflows, and tol 0
+    assert _next_check(3.0, 4.0, 1, 5e-324, it=5) == 10
+    assert _next_check(3.0, 4.0, 1, 0.0, it=5) == 1
+
+
+@pytest.mark.parametrize("geometry", ["kernel", "log"])
+def test_dbot_column_the_mask_empties(rng, geometry):
+    # a column with no allowed entry: infeasible while its box lower bound is
+    # above 0 (ValueError), else served with no mass. Its potential had gone to
+    # +inf, its error term to NaN, which max() dropped: converged=True with a
+    # NaN plan
+    M = torch.tensor(rng.random((6, 5)))
+    mask = torch.ones(6, 5, dtype=torch.bool)
+    mask[:, 2] = False
+    with pytest.raises(ValueError, match="box lower bound"):
+        so.solve(M, reg=0.05, method="dbot", box=0.5, mask=mask, geometry=geometry)
+    res = so.solve(M, reg=0.05, method="dbot", box=1.0, mask=mask, geometry=geometry,
+                   tol=1e-12, max_iter=10000)
+    assert res.converged and bool(torch.isfinite(res.plan).all())
+    assert float(res.plan[:, 2].abs().max()) == 0.0
+    # the problem without that column (box bounds [0, 2 b_j] of the others)
+    keep = [0, 1, 3, 4]
+    b = torch.full((4,), 0.25, dtype=torch.float64)
+    ref = so.solve(M[:, keep], None, b, reg=0.05, method="dbot",
+                   box=(torch.zeros(4, dtype=torch.float64), torch.full((4,), 0.4,
+                                                                         dtype=torch.float64)),
+                   tol=1e-12, max_iter=10000)
+    torch.testing.assert_close(res.plan[:, keep], ref.plan, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["rows", "cols", "total"])
+def test_closed_form_refuses_a_cost_that_overflows_in_units_of_reg(method, rng):
+    # every entry of M / reg beyond float32: the softmax is 0 / 0 (it was NaN
+    # reported as converged)
+    M = torch.tensor(1 + rng.random((4, 3)), dtype=torch.float32) * 1e30
+    with pytest.raises(FloatingPointError, match="overflows this dtype"):
+        so.solve(M, reg=1e-9, method=method)
 
 
 def test_dbot_respects_box(rng):
