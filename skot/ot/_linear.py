@@ -178,7 +178,8 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
     with ctx:
         if closed:
             f, g, n_iter, err, converged, plan_loop = free_side_closed_form(
-                Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass, forbid=forbid)
+                Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass, forbid=forbid,
+                tol=opts["tol"])
         else:
             f, g, n_iter, err, converged, plan_loop = sinkhorn_core(
                 Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass,
@@ -217,11 +218,19 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
                                           rho, kl_ref)
         return value, value_linear
 
+    extra = {}
+    if closed and not converged:
+        extra["status"] = "tol below rounding"
+        extra["message"] = (
+            f"is a closed form (a softmax) whose constrained marginal is off by "
+            f"{err:.3g} (L1), its {M.dtype} rounding, which is above tol="
+            f"{opts['tol']:g}; loosen tol")
     if grad == "detach":
         # computed on first access (three passes over the plan that a caller
         # needing only the plan, e.g. a loss's soft target, never pays)
         return dict(plan=plan, value=None, value_linear=None, lazy_values=values,
-                    potentials=(f, g), n_iter=n_iter, err=err, converged=converged)
+                    potentials=(f, g), n_iter=n_iter, err=err, converged=converged,
+                    **extra)
     value, value_linear = values()
     if grad == "envelope" and torch.is_grad_enabled() and M.requires_grad:
         # d<M, P>/dM = P at the fixed plan; the plan itself is differentiable
@@ -231,7 +240,7 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
     if grad == "envelope":
         value = _envelope(value, M, a, b, plan, f, g, balanced=(row_kind, col_kind) == ("eq", "eq"))
     return dict(plan=plan, value=value, value_linear=value_linear, potentials=(f, g),
-                n_iter=n_iter, err=err, converged=converged)
+                n_iter=n_iter, err=err, converged=converged, **extra)
 
 
 # cuBLAS's dot takes a 32-bit length: at batch 49152 a 49152^2 dot failed on

@@ -47,8 +47,10 @@ class OTResult:
         ``"partial"``) does not report its count: 0, or ``max_iter`` when it
         ran out.
     converged : bool
-        False when ``max_iter`` was reached before the tolerance, or when a
-        ``"sparse"`` plan misses its marginals (``status`` says which; a
+        False when ``max_iter`` was reached before the tolerance, when a
+        ``"sparse"`` plan misses its marginals, or when ``tol`` is below the
+        rounding of a closed-form plan (``"rows"``, ``"cols"``, ``"total"``)
+        (``status`` says which; a
         :class:`~sklearn.exceptions.ConvergenceWarning` was emitted).
     method : str
         Name of the method that produced the result.

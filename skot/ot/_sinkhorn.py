@@ -237,14 +237,16 @@ def _log_kernel(C, st, ra, rb, absorbed=True, exp=False):
 
 
 def free_side_closed_form(C, eps, row: Side, col: Side, *, ra, rb, logmass=None,
-                          forbid=None):
+                          forbid=None, tol=0.0):
     """The entropic plan when at most one side carries a constraint, in closed
     form (no iterations): rows only (``row`` "eq", ``col`` "free"),
     ``P_ij = a_i softmax_j``; columns only, the transpose; total mass only
     (both "free", ``logmass`` given), ``P = m softmax`` over all entries.
 
     Same returns as :func:`sinkhorn_core` (``g`` = 0 for rows and total, ``f``
-    = 0 for columns; ``err`` the L1 error of the constrained marginal or mass).
+    = 0 for columns; ``err`` the L1 error of the constrained marginal or mass,
+    its rounding: converged when it is below ``tol``, so that a ``tol`` under
+    the dtype's rounding is reported, as by the scaling loop).
     The scaling loop's start (row minima) is the wrong frame for a free side: at
     reg 0.01 its potentials left the kernel's safe range after one iteration
     and the kernel was rebuilt, one more n x m buffer at the peak (total mass,
@@ -292,11 +294,12 @@ def free_side_closed_form(C, eps, row: Side, col: Side, *, ra, rb, logmass=None,
     # mass: f, the total's constant on every row), the other side 0
     pot = eps * pot
     zeros = torch.zeros
+    ok = err < tol
     if dims == (-2,):
         return zeros((B, n), dtype=C.dtype, device=C.device), pot.reshape(B, m), \
-            1, err, True, plan
+            1, err, ok, plan
     f = pot.reshape(B, n) if dims == (-1,) else pot.reshape(B, 1).expand(B, n).clone()
-    return f, zeros((B, m), dtype=C.dtype, device=C.device), 1, err, True, plan
+    return f, zeros((B, m), dtype=C.dtype, device=C.device), 1, err, ok, plan
 
 
 def _next_check(err, last_err, gap, tol, it, most=10):

@@ -176,9 +176,9 @@ def solve(
         its row's or column's mass). Both are measured when the error, falling
         linearly, is predicted below ``tol``, and at least every 10th
         iteration. ``"rows"``, ``"cols"`` and ``"total"`` are softmaxes,
-        computed in closed form: ``tol`` and ``max_iter`` do not apply
-        (``n_iter`` 1, ``err`` the rounding error of the constrained marginal
-        or mass).
+        computed in closed form: ``max_iter`` does not apply (``n_iter`` 1,
+        ``err`` the rounding error of the constrained marginal or mass, which
+        a ``tol`` below the dtype's rounding reports as not converged).
     grad : {"autodiff", "envelope", "detach"}, default="autodiff"
         ``"autodiff"`` unrolls the iterations; ``"envelope"`` runs them without a
         graph and gives ``value`` the gradient of the optimum (d value/dM = plan)

@@ -355,6 +355,18 @@ def test_one_sided_closed_form_gradient_matches_float64_reference(rng, method):
     torch.testing.assert_close(grad, plan)
 
 
+@pytest.mark.parametrize("method", ["rows", "cols", "total"])
+def test_closed_form_reports_a_tol_below_rounding_as_not_converged(rng, method):
+    # converged iff err < tol, as for every other method (a float32 softmax
+    # meets its marginal to about 6e-8)
+    M = torch.tensor(rng.random((30, 20)), dtype=torch.float32)
+    with pytest.warns(ConvergenceWarning, match="closed form .* loosen tol"):
+        res = so.solve(M, reg=0.1, method=method, tol=1e-9)
+    assert not res.converged and res.err >= 1e-9 and res.status == "tol below rounding"
+    res = so.solve(M, reg=0.1, method=method, tol=1e-5)
+    assert res.converged and res.err < 1e-5
+
+
 def test_total_mass_refuses_a_mask_that_forbids_everything():
     M = torch.rand(3, 4)
     with pytest.raises(ValueError, match="forbids every entry"):
