@@ -145,22 +145,19 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
             _check_hard_masses(a, b, given, eps)
     kl_ref = opts["reg_type"].lower() == "kl"
     mask = opts.get("mask")
-    dbox = _dbot_box(box, b.detach()) if col_kind == "box" else None
-    _check_mask_feasible(mask, row_kind, col_kind,
-                         col_lo=None if dbox is None else dbox[0])
-    # forbidden pairs are applied to the kernel inside the solver (no masked
-    # n x m copy of the cost)
-    forbid = None if mask is None else ~mask
     C = M
     track = grad == "autodiff" and torch.is_grad_enabled()
     Cs = C if track else C.detach()
     a_s = a if track else a.detach()
     b_s = b if track else b.detach()
+    dbox = _dbot_box(box, b_s) if col_kind == "box" else None
+    _check_mask_feasible(mask, row_kind, col_kind,
+                         col_lo=None if dbox is None else dbox[0].detach())
+    # forbidden pairs are applied to the kernel inside the solver (no masked
+    # n x m copy of the cost)
+    forbid = None if mask is None else ~mask
     row = _side_for(row_kind, a_s, eps, rho[0] if rho else None)
-    col = _side_for(
-        col_kind, b_s, eps, rho[1] if rho else None,
-        box=(_dbot_box(box, b_s) if track else dbox) if col_kind == "box" else None,
-    )
+    col = _side_for(col_kind, b_s, eps, rho[1] if rho else None, box=dbox)
     ra = _tiny_log(a_s) if kl_ref else torch.zeros_like(a_s)
     rb = _tiny_log(b_s) if kl_ref else torch.zeros_like(b_s)
     logmass = None

@@ -236,6 +236,16 @@ def _log_kernel(C, st, ra, rb, absorbed=True, exp=False):
     return torch.exp(t.masked_fill(t < _exp_floor(t.dtype), -math.inf))
 
 
+def _overflow_error(where, C, eps):
+    """The error for potentials that left the dtype: the cost in units of reg
+    overflows it."""
+    return FloatingPointError(
+        f"non-finite potentials in {where} ({C.dtype}, reg={eps:.3g}, max|M| / reg "
+        f"= {float(C.detach().abs().max()) / eps:.3g}): the cost in units of reg "
+        "overflows this dtype; scale M down, raise reg or solve in float64"
+    )
+
+
 def free_side_closed_form(C, eps, row: Side, col: Side, *, ra, rb, logmass=None,
                           forbid=None, tol=0.0):
     """The entropic plan when at most one side carries a constraint, in closed
@@ -284,22 +294,17 @@ def free_side_closed_form(C, eps, row: Side, col: Side, *, ra, rb, logmass=None,
         err = float((plan.sum(dim=dims, keepdim=True) - target).abs()
                     .flatten(1).sum(-1).max())
         if not (math.isfinite(err) and bool(torch.isfinite(pot).all())):
-            raise FloatingPointError(
-                f"non-finite potentials in the closed-form entropic plan ({C.dtype}, "
-                f"reg={eps:.3g}, max|M| / reg = {float(C.detach().abs().max()) / eps:.3g}): "
-                "the cost in units of reg overflows this dtype; scale M down, raise "
-                "reg or solve in float64"
-            )
+            raise _overflow_error("the closed-form entropic plan", C, eps)
     # potentials in units of the cost; the constrained side's (rows and total
     # mass: f, the total's constant on every row), the other side 0
     pot = eps * pot
-    zeros = torch.zeros
     ok = err < tol
     if dims == (-2,):
-        return zeros((B, n), dtype=C.dtype, device=C.device), pot.reshape(B, m), \
-            1, err, ok, plan
-    f = pot.reshape(B, n) if dims == (-1,) else pot.reshape(B, 1).expand(B, n).clone()
-    return f, zeros((B, m), dtype=C.dtype, device=C.device), 1, err, ok, plan
+        f, g = C.new_zeros((B, n)), pot.reshape(B, m)
+    else:
+        f = pot.reshape(B, n) if dims == (-1,) else pot.reshape(B, 1).expand(B, n).clone()
+        g = C.new_zeros((B, m))
+    return f, g, 1, err, ok, plan
 
 
 def _next_check(err, last_err, gap, tol, it, most=10):
@@ -513,12 +518,7 @@ def sinkhorn_core(
             with torch.no_grad():
                 ok = bool(torch.isfinite(st.f()).all() and torch.isfinite(st.g()).all())
             if not ok:
-                raise FloatingPointError(
-                    f"non-finite potentials in Sinkhorn ({C.dtype}, reg={eps:.3g}, "
-                    f"max|M| / reg = {float(C.detach().abs().max()) / eps:.3g}): the "
-                    "cost in units of reg overflows this dtype; scale M down, "
-                    "raise reg or solve in float64"
-                )
+                raise _overflow_error("Sinkhorn", C, eps)
             if use_kernel:
                 absorb()
             continue
