@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "to_numpy", "is_torch", "resolve_device"]
+__all__ = ["as_tensor", "to_numpy", "is_torch", "resolve_device", "unit_rows"]
 
 
 def is_torch(*arrays):
@@ -63,3 +63,21 @@ def to_numpy(t):
     if isinstance(t, torch.Tensor):
         return t.detach().cpu().numpy()
     return np.asarray(t)
+
+
+def unit_rows(v):
+    """Rows of ``v`` scaled to unit L2 norm (zero rows stay zero), each first
+    scaled by the power of two at or above its largest entry. The squared norm
+    of float32 rows from about 1e19 on overflowed (and of float64 rows at
+    1e300; below about 1e-19 it underflowed), and such rows came out zero. The
+    scaling is exact in binary and held constant, so rows in range give the
+    same values and gradients bit for bit. The one row normalisation of skot:
+    cosine costs, the embedder's heads, the classifiers' embeddings."""
+    with torch.no_grad():
+        top = v.abs().amax(-1, keepdim=True)
+        exponent = torch.where(top > 0, -torch.frexp(top)[1], 0)
+        # two factors: 2**149 (a subnormal float32 row) is itself beyond float32
+        half = torch.div(exponent, 2, rounding_mode="floor")
+        one = torch.ones_like(top)
+        s1, s2 = torch.ldexp(one, half), torch.ldexp(one, exponent - half)
+    return torch.nn.functional.normalize(v * s1 * s2, dim=-1)

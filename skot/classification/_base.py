@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .._backend import as_tensor, resolve_device, to_numpy
+from .._backend import as_tensor, resolve_device, to_numpy, unit_rows
 from ..ot import OTSolver, available_methods, get_solver
 from ..ot._registry import default_max_iter
 from ..ot._validation import check_reg
@@ -26,14 +26,9 @@ _ENTROPIC_MAX_ITER = 10_000
 
 
 def _normalize(X):
-    """Unit rows (zero rows stay zero). Each row is first scaled by the power of
-    two at or above its largest entry, exactly, so that the squared norm of
-    rows at 1e300 does not overflow (nor underflow at 1e-300): every such row
-    read as class 0."""
-    top = np.abs(X).max(axis=1, keepdims=True)
-    X = np.ldexp(X, -np.frexp(np.where(top > 0, top, 1.0))[1])
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norms > 0, norms, 1.0)
+    """Unit rows of a numpy array (:func:`skot._backend.unit_rows`, zero rows
+    stay zero): rows at 1e300 or 1e-300 had read as class 0."""
+    return to_numpy(unit_rows(as_tensor(X)))
 
 
 class BaseOTClassifier(ClassifierMixin, BaseEstimator):

@@ -10,6 +10,7 @@ from skorch import NeuralNet
 from skorch.dataset import unpack_data
 from torch import nn
 
+from .._backend import unit_rows
 from ..losses import target_plan
 
 __all__ = ["ResidualHead", "TwoTower", "TowerOutput", "ContrastiveNet"]
@@ -20,22 +21,6 @@ class TowerOutput(NamedTuple):
 
     zx: torch.Tensor
     zy: torch.Tensor
-
-
-def _unit_rows(v):
-    """``F.normalize(v, dim=-1)`` of rows first scaled by the power of two at
-    or above their largest entry: the squared norm of float32 rows from about
-    1e19 on overflowed and they came out all zero. The scaling is exact in
-    binary and held constant, so rows in range give the same values and
-    gradients bit for bit."""
-    with torch.no_grad():
-        top = v.abs().amax(-1, keepdim=True)
-        exponent = torch.where(top > 0, -torch.frexp(top)[1], 0)
-        # two factors: 2**149 (a subnormal float32 row) is itself beyond float32
-        half = torch.div(exponent, 2, rounding_mode="floor")
-        one = torch.ones_like(top)
-        s1, s2 = torch.ldexp(one, half), torch.ldexp(one, exponent - half)
-    return F.normalize(v * s1 * s2, dim=-1)
 
 
 class ResidualHead(nn.Module):
@@ -97,10 +82,10 @@ class ResidualHead(nn.Module):
         """
         h = torch.relu(self.V(x)) if self.hidden else x
         b = self.base(x)
-        z = _unit_rows(b + self.U(h))
+        z = unit_rows(b + self.U(h))
         if mix >= 1.0:
             return z
-        return F.normalize((1.0 - mix) * _unit_rows(b) + mix * z, dim=-1)
+        return F.normalize((1.0 - mix) * unit_rows(b) + mix * z, dim=-1)
 
 
 class TwoTower(nn.Module):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from .._backend import unit_rows
 from ._linear import _RHO_HARD, _check_hard_masses
 from ._result import OTResult
 from ._sinkhorn import relaxed_terms, translation_step
@@ -50,12 +51,8 @@ def sample_cost(Xa, Xb, metric="sqeuclidean"):
     This is the cost :func:`solve_sample` uses tile by tile.
     """
     if metric == "cosine":
-        return 1.0 - _normalize(Xa) @ _normalize(Xb).T
+        return 1.0 - unit_rows(Xa) @ unit_rows(Xb).T
     return _cost_tile(Xa, Xb, metric, None, None)
-
-
-def _normalize(X):
-    return X / X.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X.dtype).tiny)
 
 
 def _cost_tile(Xa, Xb, metric, na2, nb2):
@@ -79,7 +76,7 @@ class _Geometry:
     def __init__(self, Xa, Xb, metric, batch_size, col_batch_size=None):
         self.metric = metric
         if metric == "cosine":
-            Xa, Xb = _normalize(Xa), _normalize(Xb)
+            Xa, Xb = unit_rows(Xa), unit_rows(Xb)
         self.Xa, self.Xb = Xa, Xb
         self.na2 = None if metric == "cosine" else (Xa * Xa).sum(1)
         self.nb2 = None if metric == "cosine" else (Xb * Xb).sum(1)
@@ -271,12 +268,12 @@ class _EnvelopeValue(torch.autograd.Function):
             with torch.enable_grad():
                 xb = Xb.detach().requires_grad_(need_b)
                 # cosine: normalisation is part of the differentiated cost
-                xbn = _normalize(xb) if metric == "cosine" else xb
+                xbn = unit_rows(xb) if metric == "cosine" else xb
                 nb2 = None if metric == "cosine" else (xbn * xbn).sum(1)
                 for s in range(0, Xa.shape[0], bs):
                     rows = slice(s, min(s + bs, Xa.shape[0]))
                     xa = Xa[rows].detach().requires_grad_(need_a)
-                    xan = _normalize(xa) if metric == "cosine" else xa
+                    xan = unit_rows(xa) if metric == "cosine" else xa
                     C = _cost_tile(xan, xbn, metric, None, nb2)
                     with torch.no_grad():
                         P = torch.sub(u[rows].unsqueeze(1), C, alpha=1.0 / eps)

@@ -449,7 +449,7 @@ def test_huge_inputs_give_unit_rows(pairs):
     np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
     assert est.history_[0, "train_loss"] != pytest.approx(np.log(256), abs=1e-3)
     # the rescaling is exact in binary: inputs in range embed as before
-    from skot.neural._modules import _unit_rows
+    from skot._backend import unit_rows as _unit_rows
     import torch
 
     v = torch.randn(50, 8)

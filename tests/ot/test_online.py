@@ -237,3 +237,16 @@ def test_online_iot_contrastive_loss_matches_skot_losses():
     torch.testing.assert_close(loss, ref, rtol=0, atol=1e-6)
     torch.testing.assert_close(gx, gx_ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(gy, gy_ref, rtol=0, atol=1e-5)
+
+
+def test_cosine_cost_of_huge_and_tiny_float32_rows():
+    # cosine costs normalise rows through skot._backend.unit_rows: float32 rows
+    # at 1e20 had a squared norm of inf and came out zero (cost 1 everywhere)
+    g = torch.Generator().manual_seed(0)
+    Xa, Xb = torch.randn(6, 4, generator=g), torch.randn(5, 4, generator=g)
+    ref = sample_cost(Xa, Xb, "cosine")
+    for scale in (1e20, 1e-25):
+        torch.testing.assert_close(sample_cost(Xa * scale, Xb, "cosine"), ref)
+    res = solve_sample(Xa * 1e20, Xb, metric="cosine", reg=0.1, batch_size=4)
+    torch.testing.assert_close(res.plan, solve_sample(Xa, Xb, metric="cosine", reg=0.1,
+                                                      batch_size=4).plan)
