@@ -6,7 +6,9 @@ Prints, per loss, the operations with the most self time (device time on CUDA,
 CPU time on CPU) over ``--steps`` profiled steps after two warm-ups, and the
 number of operations whose input has at least n^2 / 2 entries (the passes over
 n x n buffers; view operations left out; from batch 4096 on, where n^2 / 2
-exceeds the heads' 768 x 512 weights and their inputs).
+exceeds the heads' 768 x 512 weights and their inputs), and the host
+synchronisations per step (tensor -> Python conversions, counted over
+``--steps`` more steps).
 
 Usage: ``python benchmarks/profile_losses.py --device cuda --batch 16384
 --losses infonce fgw ncu``
@@ -36,6 +38,33 @@ def _is_big(shapes, n):
                and math.prod(s) >= n * n // 2 for s in shapes)
 
 
+def count_host_syncs(fn, steps):
+    """Tensor -> Python conversions (``item``, ``bool``, ``float``, ``int``,
+    ``tolist``) per call of ``fn``: each one waits for the GPU's queue to
+    drain, and the device idles until the host has queued the next kernels."""
+    import torch
+
+    names = ("__bool__", "__float__", "__int__", "item", "tolist")
+    orig = {k: getattr(torch.Tensor, k) for k in names}
+    calls = [0]
+
+    def spy(k):
+        def conv(self, *args):
+            calls[0] += 1
+            return orig[k](self, *args)
+        return conv
+
+    try:
+        for k in names:
+            setattr(torch.Tensor, k, spy(k))
+        for _ in range(steps):
+            fn()
+    finally:
+        for k in names:
+            setattr(torch.Tensor, k, orig[k])
+    return calls[0] / steps
+
+
 def profile(loss, batch, device, reg, steps, top):
     import torch
     from torch.profiler import ProfilerActivity
@@ -56,6 +85,7 @@ def profile(loss, batch, device, reg, steps, top):
         if cuda:
             torch.cuda.synchronize()
     events = prof.key_averages(group_by_input_shape=True)
+    syncs = count_host_syncs(step, steps)
 
     def self_time(e):  # microseconds
         if cuda:
@@ -73,7 +103,8 @@ def profile(loss, batch, device, reg, steps, top):
     total = sum(by_op.values())
     print(f"== {loss}, batch {batch}, {device}: {total / 1e3 / steps:.1f} ms of "
           f"{'device' if cuda else 'CPU'} self time per step in aten ops; "
-          f"{sum(big.values()) // steps} ops on n x n inputs per step", flush=True)
+          f"{sum(big.values()) // steps} ops on n x n inputs per step; "
+          f"{syncs:g} host synchronisations per step", flush=True)
     for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:top]:
         print(f"   {k:40s} {v / 1e3 / steps:8.2f} ms  {100 * v / total:5.1f}%"
               f"  (n x n calls per step: {big.get(k, 0) / steps:g})")

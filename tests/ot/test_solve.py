@@ -1,6 +1,7 @@
 """skot.ot.solve against independent references (POT, scipy, closed forms)."""
 
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -267,6 +268,72 @@ def test_nonconvergence_warns_and_never_nan(rng):
         res = so.solve(C, reg=1e-3, max_iter=3)
     assert not res.converged and res.n_iter == 3
     assert np.isfinite(res.plan).all()
+
+
+def _host_syncs(monkeypatch):
+    """Count tensor -> Python conversions (each one a host synchronisation on a
+    GPU) from now on."""
+    calls = []
+    for name in ("__bool__", "__float__", "__int__", "item", "tolist"):
+        orig = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _orig=orig, _name=name):
+            calls.append(_name)
+            return _orig(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["sinkhorn", "unbalanced", "dbot", "partial"])
+def test_kernel_iterations_synchronise_only_to_measure(rng, monkeypatch, method):
+    # the kernel sums' overflow check rides on the error measurement (at most
+    # every 10th iteration): 100 iterations take a few dozen conversions, where
+    # a check per half-iteration took more than 200
+    C = torch.tensor(_cosine_cost(rng, 60, 50))
+    kw = {"unbalanced": 1.0} if method == "unbalanced" else {"mass": 0.5} if (
+        method == "partial") else {}
+    calls = _host_syncs(monkeypatch)
+    with pytest.warns(ConvergenceWarning):
+        res = so.solve(C, reg=0.01, method=method, max_iter=100, tol=1e-300, **kw)
+    assert res.n_iter == 100 and not res.converged
+    assert len(calls) <= 40
+
+
+def test_kernel_overflow_between_measurements_is_redone_carefully(rng, monkeypatch):
+    # every row's minimum in column 0 and reg 1e-3 in float32: the scalings
+    # leave the kernel's range a few iterations after a measurement. The solve rolls back
+    # to that measurement and redoes the iterations with a check per
+    # half-iteration (a log-domain step where a sum overflowed): the result
+    # is the log domain's, with no NaN
+    from skot.ot import _sinkhorn
+
+    monkeypatch.setattr(_sinkhorn, "_next_check", lambda *a, **k: 10)
+    redone = []
+    lse_rows = _sinkhorn._lse_rows
+
+    def spy(*args):
+        frame = sys._getframe(1)
+        if frame.f_locals.get("use_kernel"):  # a log-domain step of the kernel path
+            redone.append(frame.f_locals["it"] - frame.f_locals["saved"][3])
+        return lse_rows(*args)
+
+    monkeypatch.setattr(_sinkhorn, "_lse_rows", spy)
+    M = rng.random((30, 40)).astype(np.float32)
+    M[:, 0] -= 1.0
+    M[:, 1:] += 0.5
+    a, b = np.full(30, 1 / 30, np.float32), np.full(40, 1 / 40, np.float32)
+    found = False
+    for method, kw in [("partial", {"mass": 0.5}), ("dbot", {})]:
+        redone.clear()
+        res = so.solve(M, a, b, reg=1e-3, method=method, max_iter=3000, **kw)
+        ref = so.solve(M, a, b, reg=1e-3, method=method, max_iter=3000,
+                       geometry="log", **kw)
+        assert np.isfinite(res.plan).all() and res.converged and ref.converged
+        assert np.abs(res.plan - ref.plan).sum() < 1e-4
+        # a rollback over more than one iteration happened somewhere
+        found = found or any(k > 1 for k in redone)
+    assert found
 
 
 # ------------------------------------------------------------------ other sets
