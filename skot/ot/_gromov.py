@@ -592,14 +592,24 @@ def _fgw_exact(prob, opts):
     max_iter = int(opts["max_iter"])
     plans, ok, n_iter, err = [], True, 0, 0.0
     Ca, Cb, M = _dense(prob.Ca), _dense(prob.Cb), _dense(prob.M)
+    alpha = opts["alpha"]
     for k in range(M.shape[0]):
         a, b = _np(prob.a[k]), _np(prob.b[k])
+        # POT's conditional gradient starts from a b^T and takes probability
+        # weights (with a mass of 2 it returned a b^T, marginals twice a,
+        # "converged"). With P = mass P', the objective is
+        # mass ((1 - alpha) <M, P'> + alpha mass Q(P')): the problem on
+        # a / mass, b / mass with alpha' = alpha mass / (1 - alpha + alpha mass)
+        mass = a.sum()
+        a = a / mass
         b = b * (a.sum() / b.sum())  # exact-sum rounding for the LP (checked equal)
+        alpha_k = alpha * mass / ((1.0 - alpha) + alpha * mass) if alpha > 0 else 0.0
         plan, log = ot.gromov.fused_gromov_wasserstein(
             _np(M[k]), _np(Ca[k]), _np(Cb[k]), a, b,
-            loss_fun="square_loss", alpha=opts["alpha"], log=True,
+            loss_fun="square_loss", alpha=float(alpha_k), log=True,
             max_iter=max_iter, tol_rel=opts["tol"], tol_abs=opts["tol"],
         )
+        plan = np.asarray(plan) * mass
         # POT's conditional gradient logs one loss per iteration after the
         # first; stopping at the budget means its tolerances were not met
         it = len(log["loss"]) - 1
@@ -616,7 +626,7 @@ def _fgw_exact(prob, opts):
         plans.append(torch.as_tensor(np.asarray(plan), dtype=M.dtype,
                                      device=M.device))
     P = torch.stack(plans)
-    value, value_linear = _value(prob.M, prob.Ca, prob.Cb, P, opts["alpha"],
+    value, value_linear = _value(prob.M, prob.Ca, prob.Cb, P, alpha,
                                  "envelope" if opts["grad"] != "detach" else "detach")
     return dict(plan=P, value=value, value_linear=value_linear, potentials=None,
                 n_iter=n_iter, err=err, converged=ok)

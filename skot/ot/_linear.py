@@ -128,6 +128,33 @@ def _check_mask_feasible(mask, row_kind, col_kind, col_lo=None):
         raise ValueError("mask forbids every entry; the total mass cannot be placed")
 
 
+def _check_resolution(C, eps):
+    """Refuse a reg below the rounding of the cost in its dtype (the largest
+    finite |C| times the machine epsilon): the exponents (f + g - C) / reg are
+    then wrong by more than 1 and the plan is noise (reg 1e-17 on a cost in
+    [0, 1]: float64 plans of total mass 0.96-2.6, float32 plans of inf, after
+    max_iter iterations). Checked when a solve did not converge, so a
+    converged solve pays no pass over C."""
+    with torch.no_grad():
+        big = C.detach().abs().amax()
+        if not bool(torch.isfinite(big)):  # +inf marks forbidden pairs
+            Cd = C.detach()
+            big = Cd.abs().masked_fill(~torch.isfinite(Cd), 0.0).amax()
+        floor = torch.finfo(C.dtype).eps * float(big)
+    if eps < floor:
+        raise ValueError(resolution_message(eps, floor, C.dtype, "M"))
+
+
+def resolution_message(eps, floor, dtype, name, exact=True):
+    """The error of :func:`_check_resolution` (also :func:`skot.ot.solve_sample`'s,
+    with its features' largest cost)."""
+    return (f"reg={eps:.3g} is below the rounding of the cost in {dtype} (largest "
+            f"|cost| x machine epsilon = {floor:.3g}): the entropic plan cannot be "
+            f"resolved; raise reg, scale {name} down"
+            + (", solve in float64" if dtype != torch.float64 else "")
+            + (" or use method='exact'" if exact else ""))
+
+
 def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
     """Shared driver for the entropic family: returns an OTResult-like dict."""
     M, a, b = prob.M, prob.a, prob.b
@@ -184,6 +211,8 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
                 geometry=opts.get("geometry", "kernel"),
                 verbose=opts.get("verbose", False), forbid=forbid,
             )
+    if not converged:
+        _check_resolution(Cs, eps)
     if grad != "autodiff":
         f, g = f.detach(), g.detach()
     if grad == "autodiff" and torch.is_grad_enabled() and (

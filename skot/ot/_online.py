@@ -29,7 +29,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from .._backend import unit_rows
-from ._linear import _RHO_HARD, _check_hard_masses
+from ._linear import _RHO_HARD, _check_hard_masses, resolution_message
 from ._result import OTResult
 from ._sinkhorn import relaxed_terms, translation_step
 from ._sinkhorn import tiny_log as _tiny_log
@@ -417,6 +417,18 @@ def solve_sample(
 
     with torch.no_grad():
         geo = _Geometry(Xa.detach(), Xb.detach(), metric, batch_size)
+        big = geo.max_cost()  # a bound on the costs
+        if not math.isfinite(big):
+            scale = max(float(Xa.detach().abs().max()), float(Xb.detach().abs().max()))
+            raise ValueError(
+                f"the {metric} costs between X_a and X_b overflow {Xa.dtype} "
+                f"(features up to {scale:.3g} in absolute value); scale the "
+                "features down")
+        if not math.isfinite(big / eps):
+            raise ValueError(
+                f"the {metric} costs between X_a and X_b in units of reg overflow "
+                f"{Xa.dtype} (largest cost up to {big:.3g}, reg={eps:.3g}); scale "
+                "the features down or raise reg")
         if tol is None:
             if Xa.dtype == torch.float64:
                 tol = 1e-9
@@ -453,11 +465,16 @@ def solve_sample(
             if not (math.isfinite(err) and bool(torch.isfinite(f).all())
                     and bool(torch.isfinite(g).all())):
                 raise FloatingPointError(
-                    "non-finite potentials in solve_sample; please report this with "
-                    "the inputs")
+                    f"non-finite potentials in solve_sample ({Xa.dtype}, reg="
+                    f"{eps:.3g}, largest cost / reg = {big / eps:.3g}); please "
+                    "report this with the inputs")
             if err < tol:
                 converged = True
                 break
+        if not converged and eps < torch.finfo(Xa.dtype).eps * big:
+            raise ValueError(resolution_message(
+                eps, torch.finfo(Xa.dtype).eps * big, Xa.dtype, "X_a and X_b",
+                exact=False))
         if not converged:
             warnings.warn(
                 f"skot.ot.solve_sample did not converge in max_iter={max_iter} "

@@ -537,3 +537,32 @@ def test_fgw_exact_converging_on_the_last_iteration_is_converged(rng):
         short = so.solve_gromov(Ca, Cb, M, alpha=0.5, method="fgw_exact",
                                 max_iter=free.n_iter - 1)
     assert not short.converged
+
+
+@pytest.mark.parametrize("mass", [0.2, 2.0, 5.0])
+def test_fgw_exact_with_weights_of_any_total_mass(rng, mass):
+    # POT's conditional gradient takes probability weights: with a mass of 2 it
+    # had returned a b^T (marginals twice a and b), reported converged
+    C = np.array([[0.0, 1.0], [1.0, 0.0]])
+    res = so.solve_gromov(C, C, C, np.full(2, mass / 2), np.full(2, mass / 2))
+    np.testing.assert_allclose(res.plan, np.eye(2) * mass / 2, atol=1e-12)
+    assert res.converged and res.value == pytest.approx(0.0, abs=1e-12)
+    # rectangular, every alpha: the marginals are a and b, and the plan is
+    # mass times the plan of the problem on a / mass, b / mass with the
+    # structure weight alpha mass / (1 - alpha + alpha mass) (P = mass P'
+    # scales the linear term by mass and the quadratic one by mass^2)
+    Ca, Cb, M = _graphs(rng, n=6, m=5)
+    a, b = rng.random(6) + 0.1, rng.random(5) + 0.1
+    a, b = a / a.sum() * mass, b / b.sum() * mass
+    for alpha in (0.0, 0.4, 1.0):
+        res = so.solve_gromov(Ca, Cb, M, a, b, alpha=alpha)
+        assert res.converged
+        np.testing.assert_allclose(res.plan.sum(1), a, atol=1e-12)
+        np.testing.assert_allclose(res.plan.sum(0), b, atol=1e-12)
+        scaled = alpha * mass / (1 - alpha + alpha * mass)
+        ref = ot.gromov.fused_gromov_wasserstein(M, Ca, Cb, a / mass, b / mass,
+                                                 alpha=scaled)
+        np.testing.assert_allclose(res.plan, mass * ref, atol=1e-9)
+    # alpha = 0 is linear OT at any mass
+    res = so.solve_gromov(Ca, Cb, M, a, b, alpha=0.0)
+    assert res.value == pytest.approx(ot.emd2(a / mass, b / mass, M) * mass, rel=1e-9)

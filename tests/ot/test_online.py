@@ -250,3 +250,19 @@ def test_cosine_cost_of_huge_and_tiny_float32_rows():
     res = solve_sample(Xa * 1e20, Xb, metric="cosine", reg=0.1, batch_size=4)
     torch.testing.assert_close(res.plan, solve_sample(Xa, Xb, metric="cosine", reg=0.1,
                                                       batch_size=4).plan)
+
+
+def test_costs_that_overflow_are_refused_by_name(data):
+    Xa, Xb, a, b = data
+    # squared norms beyond the dtype: had raised "non-finite potentials ...
+    # please report"
+    with pytest.raises(ValueError, match="costs between X_a and X_b overflow "
+                                         "torch.float64"):
+        solve_sample(Xa * 1e200, Xb, reg=0.5)
+    with pytest.raises(ValueError, match="overflow torch.float32"):
+        solve_sample(Xa.astype(np.float32) * 1e20, Xb.astype(np.float32), reg=0.5)
+    with pytest.raises(ValueError, match="in units of reg overflow"):
+        solve_sample(Xa * 1e100, Xb, reg=1e-300)
+    # a reg below the costs' rounding: refused once the solve has not converged
+    with pytest.raises(ValueError, match="reg=1e-17 is below the rounding"):
+        solve_sample(Xa, Xb, reg=1e-17, max_iter=20)

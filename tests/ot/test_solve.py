@@ -270,6 +270,25 @@ def test_nonconvergence_warns_and_never_nan(rng):
     assert np.isfinite(res.plan).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reg_below_the_rounding_of_the_cost_is_refused(rng, dtype):
+    # the exponents (f + g - C) / reg are wrong by more than 1: the plans had
+    # total masses 0.96-2.6 (float64) or inf (float32 kernel), with a warning
+    M = rng.random((4, 5)).astype(dtype)
+    floor = np.finfo(dtype).eps * M.max()
+    for geometry in ("kernel", "log"):
+        with pytest.raises(ValueError, match="below the rounding of the cost"):
+            so.solve(M, reg=floor / 10, geometry=geometry, max_iter=200)
+    with pytest.raises(ValueError, match="below the rounding"):
+        so.solve(M, reg=floor / 10, method="dbot", max_iter=200)
+    # just above the rounding: a warning and a plan of the right mass
+    with pytest.warns(ConvergenceWarning):
+        res = so.solve(M, reg=floor * 10, max_iter=200)
+    assert abs(res.plan.sum() - 1.0) < 0.05
+    # a converged solve is not checked (no pass over the cost)
+    assert so.solve(M, reg=0.1).converged
+
+
 def _host_syncs(monkeypatch):
     """Count tensor -> Python conversions (each one a host synchronisation on a
     GPU) from now on."""
@@ -698,12 +717,15 @@ def test_numpy_cost_with_torch_weights_is_refused(rng):
 
 
 def test_float32_beyond_its_precision_warns_instead_of_stopping(rng):
-    # max|M| / reg = 1e8: float32 cannot hold the marginals; the default tol
+    # max|M| / reg = 1e6: float32 cannot hold the marginals; the default tol
     # (capped at 1e-3) is not met and the solve says so, with a finite plan
     M = torch.tensor(rng.random((6, 5)), dtype=torch.float32)
     with pytest.warns(ConvergenceWarning):
-        res = so.solve(M, reg=1e-8, max_iter=50)
+        res = so.solve(M, reg=1e-6, max_iter=50)
     assert not res.converged and torch.isfinite(res.plan).all()
+    # 1e8: reg is below the rounding of the cost (1.2e-7), refused
+    with pytest.raises(ValueError, match="below the rounding"):
+        so.solve(M, reg=1e-8, max_iter=50)
     # a cost that overflows in units of reg: a clear error, not NaN
     with pytest.raises(FloatingPointError, match="overflows"):
         so.solve(M * 3e38, reg=1e-3, tol=1e-3)
