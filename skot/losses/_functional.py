@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
 from ..ot import solve
-from ..ot._solve import _solve_gromov
+from ..ot._solve import _check_max_iter, _solve_gromov
 from ..ot._autograd import with_gradient, with_product_gradient
 from ..ot._gromov import LowRankGraph, fgw_pairing
 from ..ot._linear import flat_dot
 from ..ot._sinkhorn import gibbs_nll
-from ..ot._validation import check_reg
+from ..ot._validation import check_positive, check_reg
 
 __all__ = [
     "target_plan",
@@ -75,6 +75,16 @@ def target_plan(x_raw=None, y_raw=None, n=None, *, atol=1e-6, device=None,
     target : torch.Tensor of shape (n, n)
         Nonnegative, total mass 1, no gradient.
 
+    Raises
+    ------
+    TypeError
+        If the embeddings used are not a floating torch tensor, or ``dtype``
+        is not a floating torch dtype.
+    ValueError
+        If neither embeddings nor ``n`` are given, ``n`` is not an integer
+        >= 1 or does not match the embeddings' rows, the embeddings are not
+        (n, d), or ``atol`` is negative.
+
     Examples
     --------
     >>> import torch
@@ -85,9 +95,27 @@ def target_plan(x_raw=None, y_raw=None, n=None, *, atol=1e-6, device=None,
             [1., 1., 0.],
             [0., 0., 2.]])
     """
-    ref = y_raw if y_raw is not None else x_raw
+    check_positive(atol, "atol", allow_none=False, strict=False)
+    name, ref = ("y_raw", y_raw) if y_raw is not None else ("x_raw", x_raw)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)
+                          or n < 1):
+        raise ValueError(f"n must be an integer >= 1 (or None), got {n!r}")
     if ref is None:
+        if n is None:
+            raise ValueError(
+                "target_plan needs the batch: pass y_raw, x_raw or the batch size n"
+            )
+        if dtype is not None and not (isinstance(dtype, torch.dtype)
+                                      and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype (or None), got "
+                            f"{dtype!r}")
         return torch.eye(n, device=device, dtype=dtype) / n
+    _check_tensor(name, ref)
+    if ref.ndim != 2 or ref.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (n, d) with n >= 1, got "
+                         f"{tuple(ref.shape)}")
+    if n is not None and n != ref.shape[0]:
+        raise ValueError(f"n={n} does not match the {ref.shape[0]} rows of {name}")
     r = F.normalize(ref.detach(), dim=1)
     eye = torch.eye(len(r), dtype=torch.bool, device=r.device)
     same = ((r @ r.T >= 1 - atol) | eye).to(r.dtype)
@@ -138,22 +166,67 @@ def infonce_loss(x, y, *, reg=0.01, target=None):
     return 0.5 * (li + lt)
 
 
-def _check_pair(x, y, reg, target, *, min_rows=1, **more_regs):
-    """Validate a batch of pairs before any work: x, y (n, d) tensors of the
-    same shape (row i of x paired with row i of y), finite; reg (and the other
-    named regularisations) finite > 0; target None or an (n, n) coupling
-    (entries >= 0, total 1). The finiteness and target checks are reductions
-    (two passes over the target) synchronised once."""
+def _check_tensor(name, t):
+    """t is a torch tensor of a floating dtype (integer and bool inputs are
+    refused rather than cast)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(
+            f"{name} must have a floating dtype (e.g. torch.float32), got {t.dtype}"
+        )
+
+
+def _check_like(ref_name, ref, name, t):
+    """t has the dtype and the device of ref (no silent cast or transfer)."""
+    if t.dtype != ref.dtype:
+        raise TypeError(
+            f"{ref_name} and {name} must have the same dtype, got {ref.dtype} and "
+            f"{t.dtype}"
+        )
+    if t.device != ref.device:
+        raise ValueError(
+            f"{ref_name} and {name} must be on the same device, got {ref.device} "
+            f"and {t.device}"
+        )
+
+
+def _check_batch(x, y, target):
+    """The checks of :func:`_check_pair` that read no values (no
+    synchronisation): x, y floating (n, d) tensors of the same shape, dtype
+    and device; target None or an (n, n) tensor of that dtype and device."""
     for name, t in (("x", x), ("y", y)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
+        _check_tensor(name, t)
         if t.ndim != 2:
             raise ValueError(f"{name} must have shape (n, d), got {tuple(t.shape)}")
+    _check_like("x", x, "y", y)
     if x.shape != y.shape:
         raise ValueError(
             f"x and y must be paired rows of the same shape, got {tuple(x.shape)} "
             f"and {tuple(y.shape)}"
         )
+    if target is not None:
+        if not isinstance(target, torch.Tensor):
+            raise TypeError(
+                f"target must be a torch tensor, got {type(target).__name__}"
+            )
+        _check_like("x", x, "target", target)
+        n = x.shape[0]
+        if tuple(target.shape) != (n, n):
+            raise ValueError(
+                f"target must have shape ({n}, {n}) to match the batch, got "
+                f"{tuple(target.shape)}"
+            )
+
+
+def _check_pair(x, y, reg, target, *, min_rows=1, **more_regs):
+    """Validate a batch of pairs before any work: x, y (n, d) floating tensors
+    of the same shape, dtype and device (row i of x paired with row i of y),
+    finite; reg (and the other named regularisations) finite > 0; target None
+    or an (n, n) coupling of the same dtype and device (entries >= 0, total
+    1). The finiteness and target checks are reductions (two passes over the
+    target) synchronised once."""
+    _check_batch(x, y, target)
     n = x.shape[0]
     if n < min_rows:
         raise ValueError(f"the batch needs at least {min_rows} pair(s), got {n}")
@@ -163,11 +236,6 @@ def _check_pair(x, y, reg, target, *, min_rows=1, **more_regs):
     with torch.no_grad():
         bad = ~(torch.isfinite(x.sum()) & torch.isfinite(y.sum()))
         if target is not None:
-            if tuple(target.shape) != (n, n):
-                raise ValueError(
-                    f"target must have shape ({n}, {n}) to match the batch, got "
-                    f"{tuple(target.shape)}"
-                )
             total, low = target.sum(), target.min()  # two passes over n x n
             bad = bad | ~torch.isfinite(total) | (low < 0) | ((total - 1).abs() > 1e-3)
     if bool(bad):  # the one synchronisation
@@ -289,7 +357,7 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
         ``"envelope"``: no graph through the iterations (memory of a few
         n x n buffers); ``"autodiff"``: unrolled iterations.
     max_iter : int, default=None
-        Iteration budget of the inner solves. None: 2000 for the balanced
+        Iteration budget of the inner solves, an integer >= 1. None: 2000 for the balanced
         (``"sinkhorn"``) solve with ``grad="envelope"``, otherwise the default
         of :func:`skot.ot.solve` (1000 for the entropic methods).
     uniformity : float, default=0.0
@@ -309,6 +377,7 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
         penalty.
     """
     _check_pair(x, y, reg, target)
+    _check_max_iter(max_iter, "max_iter")
     if grad not in ("envelope", "autodiff"):
         # "detach" would leave only the positives' pull T / eps in the gradient
         raise ValueError(f"grad must be 'envelope' or 'autodiff', got {grad!r}")
@@ -324,7 +393,7 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
     C = 1.0 - x @ y.T
     kw = dict(reg=reg, grad=grad, max_iter=max_iter, tol=tol)
     if method == "sinkhorn" and grad == "envelope":
-        res = solve(C, reg=reg, grad="envelope", max_iter=max_iter or 2000, tol=tol)
+        res = solve(C, reg=reg, grad="envelope", max_iter=2000 if max_iter is None else max_iter, tol=tol)
         # -sum T log P = (<C, T> - OT_eps(C)) / eps - sum T (log a + log b)
         loss = (_target_dot(C, T) - res.value) / reg + 2 * math.log(n)
         P = res.plan
@@ -363,7 +432,7 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
     # KL(T || P) = -sum T log P + sum T log T
     loss = loss + _target_entropy(T, n)
     if uniformity > 0:
-        loss = loss + uniformity * uniformity_penalty(P)
+        loss = loss + uniformity * _uniformity_penalty(P)
     return loss
 
 
@@ -400,7 +469,7 @@ def _iot_envelope(x, y, reg, method, T, tol, max_iter, *, unbalanced, box):
     C = _cosine_cost(x, y)
     if method == "sinkhorn":
         with torch.no_grad():
-            res = solve(C, reg=reg, grad="detach", max_iter=max_iter or 2000, tol=tol)
+            res = solve(C, reg=reg, grad="detach", max_iter=2000 if max_iter is None else max_iter, tol=tol)
             # -sum T log P = (<C, T> - OT_eps(C)) / eps - sum T (log a + log b)
             value = (_target_dot(C, T) - res.value) / reg + 2 * math.log(n)
             del C
@@ -463,7 +532,43 @@ def uniformity_penalty(P):
     -------
     penalty : torch.Tensor of shape ()
         Nonnegative; 0 when the off-diagonal entries of P are all equal.
+
+    Raises
+    ------
+    TypeError
+        If P is not a torch tensor of a floating dtype.
+    ValueError
+        If P is not square (n, n) with n >= 1, has NaN, inf or negative
+        entries, a row summing to 0 (P is normalised row by row) or a total
+        mass that overflows its dtype.
     """
+    _check_tensor("P", P)
+    if P.ndim != 2 or P.shape[0] != P.shape[1] or P.shape[0] < 1:
+        raise ValueError(f"P must be a square plan of shape (n, n) with n >= 1, got "
+                         f"{tuple(P.shape)}")
+    with torch.no_grad():
+        rows = P.sum(1)
+        bad = ~torch.isfinite(rows.sum()) | (P.min() < 0) | (rows.min() <= 0)
+        if bool(bad):  # one synchronisation
+            if not bool(torch.isfinite(P).all()):
+                raise ValueError("P contains NaN or inf")
+            if bool(P.min() < 0):
+                raise ValueError(f"P must be nonnegative (a transport plan), got a "
+                                 f"minimum of {float(P.min()):.6g}")
+            if bool(rows.min() <= 0):
+                i = int(rows.argmin())
+                raise ValueError(f"every row of P must have mass > 0 (P is normalised "
+                                 f"row by row), got row {i} summing to "
+                                 f"{float(rows[i]):.6g}")
+            raise ValueError(f"the total mass of P overflows {P.dtype}; scale P "
+                             "down (the penalty does not depend on its scale)")
+    return _uniformity_penalty(P)
+
+
+def _uniformity_penalty(P):
+    """:func:`uniformity_penalty` without the input checks (the inner plans of
+    :func:`iot_loss`, whose rows may underflow in float32: a row sum is
+    clamped to the smallest normal number)."""
     n = P.shape[0]
     eye = torch.eye(n, dtype=torch.bool, device=P.device)
     off_mean = P.masked_fill(eye, 0).sum() / max(n * (n - 1), 1)
@@ -985,19 +1090,22 @@ def alignment_regulariser(x_all, y_all, *, reg=0.05, form="pairwise", n_atoms=No
 
     Raises
     ------
+    TypeError
+        If ``x_all`` or ``y_all`` is not a floating torch tensor, or the two
+        differ in dtype.
     ValueError
         If ``form`` is not ``"pairwise"`` or ``"barycenter"``, the two clouds
-        are not 2-D with the same dimension, or ``n_atoms`` / ``n_iter`` are
-        not integers >= 1 / >= 0.
+        are not 2-D with the same dimension or not on the same device, or
+        ``n_atoms`` / ``n_iter`` are not integers >= 1 / >= 0.
     """
     if form not in ("pairwise", "barycenter"):
         raise ValueError(f"form={form!r} is not known; use 'pairwise' or 'barycenter'")
     for name, t in (("x_all", x_all), ("y_all", y_all)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
+        _check_tensor(name, t)
         if t.ndim != 2 or t.shape[0] < 1:
             raise ValueError(f"{name} must have shape (n, d) with n >= 1, got "
                              f"{tuple(t.shape)}")
+    _check_like("x_all", x_all, "y_all", y_all)
     if x_all.shape[1] != y_all.shape[1]:
         raise ValueError(f"x_all and y_all must share their dimension, got "
                          f"{tuple(x_all.shape)} and {tuple(y_all.shape)}")
@@ -1011,7 +1119,7 @@ def alignment_regulariser(x_all, y_all, *, reg=0.05, form="pairwise", n_atoms=No
               tol=_loss_tol(x_all.dtype))
     if form == "pairwise":
         return solve(1.0 - x_all @ y_all.T, **kw).value
-    m = n_atoms or min(len(x_all), len(y_all))
+    m = min(len(x_all), len(y_all)) if n_atoms is None else n_atoms
     with torch.no_grad():
         xs, ys = x_all.detach(), y_all.detach()
         half = (m + 1) // 2

@@ -59,7 +59,7 @@ class OTContrastiveLoss(nn.Module):
         self.loss, self.reg = loss, reg
         self.uniformity, self.align_weight = uniformity, align_weight
         self.align_form = align_form
-        self.options = dict(options or {})
+        self.options = {} if options is None else dict(options)
 
     def forward(self, zx, zy, *, x_all=None, y_all=None, target=None):
         """Loss on paired rows (+ the alignment regulariser on all rows).
@@ -84,12 +84,18 @@ class OTContrastiveLoss(nn.Module):
         kw = {**fixed, **self.options}
         if self.uniformity and func is F.iot_loss:
             kw["uniformity"] = self.uniformity
+        # the loss's checks that read no values, also for batches too small
+        # for the loss (whose 0 has zx's dtype and device)
+        F._check_batch(zx, zy, target)
         total = zx.new_zeros(())
         if len(zx) >= 2:
             total = total + func(zx, zy, reg=self.reg, target=target, **kw)
         if self.align_weight > 0:
             xa = zx if x_all is None else x_all
             ya = zy if y_all is None else y_all
+            for name, t in (("x_all", xa), ("y_all", ya)):
+                F._check_tensor(name, t)
+                F._check_like("zx", zx, name, t)  # no silent promotion of the sum
             if len(xa) and len(ya):
                 total = total + self.align_weight * F.alignment_regulariser(
                     xa, ya, reg=max(self.reg, 0.05), form=self.align_form)

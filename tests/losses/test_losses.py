@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.exceptions import ConvergenceWarning
 
 import skot.losses as L
 
@@ -561,3 +562,148 @@ def test_loss_options_are_checked():
         L.alignment_regulariser(x, y, form="barycenter", n_iter=-1)
     with pytest.raises(ValueError, match="share their dimension"):
         L.alignment_regulariser(x, y[:, :3])
+
+
+_PAIR_LOSSES = {"infonce": L.infonce_loss, "iot": L.iot_loss, "fgw": L.fgw_loss,
+                "ncu": L.ncu_loss}
+
+
+@pytest.mark.parametrize("loss", sorted(_PAIR_LOSSES))
+def test_mixed_dtypes_and_devices_are_refused(loss):
+    # float32 with float64 used to fail inside torch (matmul, the solver) or,
+    # for fgw, to give a silently downcast float32 loss
+    fn = _PAIR_LOSSES[loss]
+    x, y = _pair(n=6, d=4, dtype=torch.float32)
+    with pytest.raises(TypeError, match="x and y must have the same dtype, got "
+                                        "torch.float32 and torch.float64"):
+        fn(x, y.double())
+    with pytest.raises(TypeError, match="x and target must have the same dtype"):
+        fn(x, y, target=torch.eye(6, dtype=torch.float64) / 6)
+    # another device (meta: no data, so nothing runs before the check)
+    with pytest.raises(ValueError, match="x and y must be on the same device"):
+        fn(x, torch.empty(6, 4, device="meta"))
+    with pytest.raises(ValueError, match="x and target must be on the same device"):
+        fn(x, y, target=torch.empty(6, 6, device="meta"))
+    with pytest.raises(TypeError, match="x and y must have the same dtype"):
+        L.OTContrastiveLoss(loss)(x, y.double())
+    with pytest.raises(TypeError, match="x and y must have the same dtype"):
+        L.OTContrastiveLoss(loss)(x[:1], y[:1].double())  # too small for the loss
+
+
+@pytest.mark.parametrize("loss", sorted(_PAIR_LOSSES))
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_non_floating_batches_are_refused(loss, dtype):
+    # integer batches used to fail in mean() (iot), overflow (ncu), or run
+    # (infonce; fgw in float64)
+    fn = _PAIR_LOSSES[loss]
+    x, y = torch.ones(4, 3, dtype=dtype), torch.eye(4, 3, dtype=dtype)
+    with pytest.raises(TypeError, match=f"x must have a floating dtype.*{dtype}"):
+        fn(x, y)
+    with pytest.raises(TypeError, match=f"y must have a floating dtype.*{dtype}"):
+        fn(x.float(), y)
+
+
+@pytest.mark.parametrize("loss", sorted(_PAIR_LOSSES))
+def test_numpy_inputs_are_refused_with_a_type_error(loss):
+    # x and y must be torch tensors; a numpy target used to fail in isfinite()
+    fn = _PAIR_LOSSES[loss]
+    x, y = _pair(n=6, d=4)
+    with pytest.raises(TypeError, match="target must be a torch tensor, got ndarray"):
+        fn(x, y, target=np.eye(6) / 6)
+    with pytest.raises(TypeError, match="x must be a torch tensor, got ndarray"):
+        L.OTContrastiveLoss(loss)(x.numpy(), y.numpy())
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_iot_max_iter_is_checked(bad):
+    # max_iter=0 used to run the default 2000 iterations (max_iter or 2000)
+    x, y = _pair(n=6, d=4)
+    for method in ("sinkhorn", "dbot"):
+        for grad in ("envelope", "autodiff"):
+            with pytest.raises(ValueError, match=f"max_iter must be an integer >= 1 "
+                                                 rf"\(or None\), got {bad!r}"):
+                L.iot_loss(x, y, method=method, grad=grad, max_iter=bad)
+
+
+def test_iot_max_iter_is_the_balanced_solves_budget(monkeypatch):
+    import skot.losses._functional as LF
+
+    x, y = _pair(n=6, d=4)
+    seen, real = [], LF.solve
+    monkeypatch.setattr(LF, "solve", lambda *a, **k: seen.append(k["max_iter"])
+                        or real(*a, **k))
+    with pytest.warns(ConvergenceWarning):  # one iteration does not converge
+        L.iot_loss(x, y, reg=0.5, max_iter=1)
+    L.iot_loss(x, y, reg=0.5)
+    assert seen == [1, 2000]
+
+
+def test_uniformity_penalty_checks_its_plan():
+    with pytest.raises(TypeError, match="P must be a torch tensor, got ndarray"):
+        L.uniformity_penalty(np.eye(3))
+    with pytest.raises(TypeError, match="P must have a floating dtype"):
+        L.uniformity_penalty(torch.eye(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"P must be a square plan .* got \(3, 4\)"):
+        L.uniformity_penalty(torch.rand(3, 4))
+    with pytest.raises(ValueError, match=r"got \(0, 0\)"):
+        L.uniformity_penalty(torch.zeros(0, 0))
+    # all zero: used to give NaN
+    with pytest.raises(ValueError, match="every row of P must have mass > 0"):
+        L.uniformity_penalty(torch.zeros(3, 3))
+    P = torch.rand(3, 3, dtype=torch.float64)
+    P[1] = 0
+    with pytest.raises(ValueError, match="got row 1 summing to 0"):
+        L.uniformity_penalty(P)
+    with pytest.raises(ValueError, match="nonnegative"):
+        L.uniformity_penalty(torch.eye(3) - 0.1)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        L.uniformity_penalty(torch.full((3, 3), float("nan")))
+    with pytest.raises(ValueError, match="overflows"):
+        L.uniformity_penalty(torch.full((3, 3), 3e38))
+    # valid plans: as before (0 for equal off-diagonal entries, scale-free)
+    U = torch.full((4, 4), 1 / 16, dtype=torch.float64)
+    assert float(L.uniformity_penalty(U)) == 0.0
+    torch.testing.assert_close(L.uniformity_penalty(P.abs() + 0.1),
+                               L.uniformity_penalty(5 * (P.abs() + 0.1)))
+
+
+def test_target_plan_checks_its_arguments():
+    # no argument used to fail in torch.eye(None), numpy in .detach()
+    with pytest.raises(ValueError, match="target_plan needs the batch"):
+        L.target_plan()
+    with pytest.raises(TypeError, match="y_raw must be a torch tensor, got ndarray"):
+        L.target_plan(y_raw=np.eye(3))
+    with pytest.raises(TypeError, match="x_raw must be a torch tensor, got ndarray"):
+        L.target_plan(x_raw=np.eye(3))
+    with pytest.raises(TypeError, match="y_raw must have a floating dtype"):
+        L.target_plan(y_raw=torch.eye(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"y_raw must have shape \(n, d\)"):
+        L.target_plan(y_raw=torch.ones(3))
+    for bad in (0, -2, 2.0, True):
+        with pytest.raises(ValueError, match="n must be an integer >= 1"):
+            L.target_plan(n=bad)
+    with pytest.raises(ValueError, match="n=4 does not match the 3 rows of y_raw"):
+        L.target_plan(y_raw=torch.eye(3), n=4)
+    with pytest.raises(TypeError, match="dtype must be a floating torch.dtype"):
+        L.target_plan(n=3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="atol must be >= 0"):
+        L.target_plan(y_raw=torch.eye(3), atol=-1.0)
+    torch.testing.assert_close(L.target_plan(n=3, dtype=torch.float64),
+                               torch.eye(3, dtype=torch.float64) / 3)
+    torch.testing.assert_close(L.target_plan(y_raw=torch.eye(3), n=3), torch.eye(3) / 3)
+
+
+def test_alignment_regulariser_and_module_refuse_mixed_or_integer_clouds():
+    x, y = _pair(n=6, d=4, dtype=torch.float32)
+    with pytest.raises(TypeError, match="x_all and y_all must have the same dtype, "
+                                        "got torch.float32 and torch.float64"):
+        L.alignment_regulariser(x, y.double())
+    with pytest.raises(ValueError, match="x_all and y_all must be on the same device"):
+        L.alignment_regulariser(x, torch.empty(6, 4, device="meta"))
+    with pytest.raises(TypeError, match="x_all must have a floating dtype"):
+        L.alignment_regulariser(torch.ones(4, 3, dtype=torch.int64), y[:, :3])
+    # the module's sum with the regulariser used to be promoted to float64
+    loss = L.OTContrastiveLoss("infonce", align_weight=1.0)
+    with pytest.raises(TypeError, match="zx and x_all must have the same dtype"):
+        loss(x, y, x_all=x.double(), y_all=y.double())
+    assert loss(x, y, x_all=x, y_all=y).dtype == torch.float32
