@@ -357,9 +357,10 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
         ``"envelope"``: no graph through the iterations (memory of a few
         n x n buffers); ``"autodiff"``: unrolled iterations.
     max_iter : int, default=None
-        Iteration budget of the inner solves, an integer >= 1. None: 2000 for the balanced
-        (``"sinkhorn"``) solve with ``grad="envelope"``, otherwise the default
-        of :func:`skot.ot.solve` (1000 for the entropic methods).
+        Iteration budget of the inner solves, an integer >= 1. None: 2000 for
+        the balanced (``"sinkhorn"``) solve with ``grad="envelope"``,
+        otherwise the default of :func:`skot.ot.solve` (1000 for the entropic
+        methods).
     uniformity : float, default=0.0
         Weight of :func:`uniformity_penalty` of the inner plan (of :math:`C`),
         added to the loss; 0 leaves it out. With ``grad="envelope"`` its
@@ -393,7 +394,8 @@ def iot_loss(x, y, *, reg=0.05, method="sinkhorn", target=None, unbalanced=1.0,
     C = 1.0 - x @ y.T
     kw = dict(reg=reg, grad=grad, max_iter=max_iter, tol=tol)
     if method == "sinkhorn" and grad == "envelope":
-        res = solve(C, reg=reg, grad="envelope", max_iter=2000 if max_iter is None else max_iter, tol=tol)
+        res = solve(C, reg=reg, grad="envelope",
+                    max_iter=2000 if max_iter is None else max_iter, tol=tol)
         # -sum T log P = (<C, T> - OT_eps(C)) / eps - sum T (log a + log b)
         loss = (_target_dot(C, T) - res.value) / reg + 2 * math.log(n)
         P = res.plan
@@ -469,7 +471,8 @@ def _iot_envelope(x, y, reg, method, T, tol, max_iter, *, unbalanced, box):
     C = _cosine_cost(x, y)
     if method == "sinkhorn":
         with torch.no_grad():
-            res = solve(C, reg=reg, grad="detach", max_iter=2000 if max_iter is None else max_iter, tol=tol)
+            res = solve(C, reg=reg, grad="detach",
+                        max_iter=2000 if max_iter is None else max_iter, tol=tol)
             # -sum T log P = (<C, T> - OT_eps(C)) / eps - sum T (log a + log b)
             value = (_target_dot(C, T) - res.value) / reg + 2 * math.log(n)
             del C

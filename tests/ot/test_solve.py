@@ -321,10 +321,10 @@ def test_kernel_iterations_synchronise_only_to_measure(rng, monkeypatch, method)
 
 def test_kernel_overflow_between_measurements_is_redone_carefully(rng, monkeypatch):
     # every row's minimum in column 0 and reg 1e-3 in float32: the scalings
-    # leave the kernel's range a few iterations after a measurement. The solve rolls back
-    # to that measurement and redoes the iterations with a check per
-    # half-iteration (a log-domain step where a sum overflowed): the result
-    # is the log domain's, with no NaN
+    # leave the kernel's range a few iterations after a measurement. The solve
+    # rolls back to that measurement and redoes the iterations with a check
+    # per half-iteration (a log-domain step where a sum overflowed): the
+    # result is the log domain's, with no NaN
     from skot.ot import _sinkhorn
 
     monkeypatch.setattr(_sinkhorn, "_next_check", lambda *a, **k: 10)
