@@ -148,7 +148,10 @@ def solve(
     a, b : array-like of shape (n,) and (m,) (or (B, n), (B, m)), default=None
         Marginal weights; uniform when None.
     reg : float > 0 or None, default=None
-        Entropic regularisation; None means exact OT.
+        Entropic regularisation; None means exact OT. A solve that does not
+        converge with ``reg`` below the rounding of the cost (max|M| times the
+        dtype's machine epsilon: 1.2e-7 max|M| in float32) raises a
+        ValueError: its plan would be noise.
     reg_type : {"KL", "entropy"}, default="KL"
         Entropic term: ``KL(P | a b^T)`` or the negative entropy of P.
     unbalanced : float, pair of floats or None
