@@ -28,12 +28,15 @@ from ._kernel_mi import (
     bandwidth,
     conditional_weights,
     gaussian_kernel,
-    log_gaussian_kernel,
     mutual_information,
+    query_log_kernel,
     solve_infoot,
 )
 
 __all__ = ["InfoOTAligner"]
+
+# each linearised step projects onto U(1/n, 1/m): the balanced methods only
+_BALANCED = ("sinkhorn", "exact")
 
 
 def _check_sample_domain(sample_domain, n_rows):
@@ -126,8 +129,10 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         w_j(x) = \frac{(k_x(x)^\top \Gamma K^y)_j}{f_Y(y_j)}.
 
     The weights are normalised in the log domain, so a row far from every
-    fitted source row (where the kernel underflows) is mapped by its nearest
-    source rows instead of to zero.
+    fitted source row (where the kernel underflows, or even the squared
+    distances overflow the dtype) is mapped by its nearest source rows instead
+    of to zero or NaN; only a row whose distance to its nearest source row is
+    itself beyond the dtype's range is a ``ValueError``.
 
     Like SKADA's adapters, ``fit`` and ``transform`` request ``sample_domain``
     by default under scikit-learn's metadata routing, so
@@ -144,9 +149,14 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Relative kernel bandwidth: ``h * sqrt(mean(D^2) / 2)`` per domain (the
         reference code uses 0.5; 0.1 measured better on the synthetic shift of
         ``benchmarks/bench_infoot.py``: 1-NN 0.75 vs 0.31).
-    solver : str or OTSolver, default="sinkhorn"
-        Linear OT solver of each linearised step (a name from
-        :func:`skot.ot.available_methods` or an :class:`skot.ot.OTSolver`).
+    solver : {"sinkhorn", "exact"} or OTSolver, default="sinkhorn"
+        Linear OT solver of each linearised step, which projects onto the
+        balanced plans :math:`U(\frac1n 1, \frac1m 1)`: ``"sinkhorn"``, or
+        ``"exact"`` (network simplex, ``reg`` unused), or an
+        :class:`skot.ot.OTSolver` with one of these methods. The methods that
+        free or relax a marginal (``"rows"``, ``"cols"``, ``"total"``,
+        ``"dbot"``, ``"unbalanced"``, ``"partial"``), ``"sparse"`` and the
+        Gromov methods are a ``ValueError`` in ``fit``.
     projection : {"conditional", "barycentric"}, default="conditional"
         Map used by ``transform``/``transform_source``; barycentric is defined
         for the fitted source rows only.
@@ -203,7 +213,7 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         "reg": [Interval(Real, 0, None, closed="neither")],
         "lam": [Interval(Real, 0, None, closed="left")],
         "h": [Interval(Real, 0, None, closed="neither")],
-        "solver": [StrOptions(set(available_methods())), OTSolver],
+        "solver": [StrOptions(set(_BALANCED)), OTSolver],
         "projection": [StrOptions({"conditional", "barycentric"})],
         "label_penalty": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -260,12 +270,13 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             source or target rows, or if the source or the target rows have
             fewer than 2 distinct rows (the kernel bandwidth is then 0); also
             for a ``sample_domain`` with target rows given with ``X_target``,
-            and an ``X_target`` that is not a non-empty 2-D array.
+            an ``X_target`` that is not a non-empty 2-D array, and a ``solver``
+            other than ``"sinkhorn"``, ``"exact"`` or an OTSolver with one of
+            these methods.
         TypeError
             If ``sample_domain`` does not hold numbers.
         """
-        if isinstance(self.solver, str) and self.solver not in available_methods():
-            raise ValueError(f"solver={self.solver!r} is not a known OT method")
+        _check_solver(self.solver)
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         if y is not None:
             y = column_or_1d(y, input_name="y")
@@ -346,6 +357,13 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_queries, n_target)
             Conditional projection weights (rows sum to 1); rank targets by them.
+
+        Raises
+        ------
+        ValueError
+            If a row of ``X`` is farther from every fitted source row than its
+            dtype can represent (the distance itself overflows; a row whose
+            squared distances overflow still gets weights summing to 1).
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
@@ -377,7 +395,7 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _weights(self, X):
         S = as_tensor(self.X_source_, device=self._plan_t.device)
         Q = as_tensor(X, device=S.device, dtype=S.dtype)
-        log_Kq = log_gaussian_kernel(Q, S, self.bandwidth_source_)
+        log_Kq = query_log_kernel(Q, S, self.bandwidth_source_)
         return conditional_weights(log_Kq, self._plan_t.to(S.dtype),
                                    self._Ky.to(S.dtype))
 
@@ -393,6 +411,12 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         X_mapped : ndarray of shape (n_samples, n_features_target)
+
+        Raises
+        ------
+        ValueError
+            As :meth:`conditional_score`, for a row whose distance to every
+            fitted source row overflows its dtype.
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
@@ -430,7 +454,9 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If ``sample_domain`` does not have one finite, non-zero entry per row.
+            If ``sample_domain`` does not have one finite, non-zero entry per row,
+            or (as :meth:`transform_source`) a source row's distance to every
+            fitted source row overflows its dtype.
         TypeError
             If ``sample_domain`` does not hold numbers.
         """
@@ -481,6 +507,21 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             if np.any(labels == -1):
                 sample_domain = np.where(labels == -1, -2, 1)
         return self.transform(X, sample_domain=sample_domain)
+
+
+def _check_solver(solver):
+    """``solver`` must solve the balanced problem of each linearised step
+    (checked before any work, also without scikit-learn's validation)."""
+    method = solver.method if isinstance(solver, OTSolver) else solver
+    if isinstance(method, str) and method in _BALANCED:
+        return
+    known = method in available_methods() if isinstance(method, str) else False
+    raise ValueError(
+        f"solver={solver!r} is not "
+        + ("supported by InfoOTAligner: each linearised step needs a balanced OT "
+           "solver (plans in U(1/n, 1/m))" if known else "a known OT method")
+        + f"; choose one of {list(_BALANCED)} or an skot.ot.OTSolver with one of "
+        "these methods")
 
 
 def torch_cdist_penalised(S, same, penalty):

@@ -19,10 +19,12 @@ and :math:`f_{XY}(x_i, y_j) = (K^x \Gamma K^y)_{ij}`, and
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["bandwidth", "gaussian_kernel", "log_gaussian_kernel", "mutual_information",
-           "mi_gradient", "conditional_weights"]
+__all__ = ["bandwidth", "gaussian_kernel", "log_gaussian_kernel", "query_log_kernel",
+           "mutual_information", "mi_gradient", "conditional_weights"]
 
 
 def bandwidth(X, h):
@@ -47,6 +49,57 @@ def bandwidth(X, h):
 def log_gaussian_kernel(A, B, bw):
     """Log of the Gaussian kernel, ``-(|a - b| / bw)^2 / 2``, (len A, len B)."""
     return -0.5 * (torch.cdist(A, B) / bw).pow(2)
+
+
+def query_log_kernel(Q, S, bw, *, input_name="X"):
+    """Log Gaussian kernel of query rows ``Q`` against ``S``, for
+    :func:`conditional_weights`.
+
+    :func:`log_gaussian_kernel`, except in the rows whose maximum is not
+    finite: their squared distances (or the distances as ``torch.cdist``
+    computes them, from squares) overflow the dtype, e.g. float32 rows at
+    1e20, and give -inf (or NaN) everywhere. Those rows are recomputed shifted
+    by their maximum, which the normalisation of :func:`conditional_weights`
+    cancels: with :math:`c` the centre of ``S``'s bounding box,
+    :math:`d_j^2 - d_{min}^2 = g_j - g_{min}`,
+    :math:`g_j = |s_j - c|^2 - 2 (q - c) \\cdot (s_j - c)`, on the rows divided
+    by a power of two (exact), so that the nearest source rows get log-kernel
+    0 and the others their log-kernel ratio to them, without the cancellation
+    of two huge distances. The other rows are left as they are (bitwise).
+
+    Raises
+    ------
+    ValueError
+        If the distance of a query row to its nearest row of ``S`` overflows
+        the dtype itself (the kernel, and so the weights, are then undefined).
+    """
+    L = log_gaussian_kernel(Q, S, bw)
+    far = ~torch.isfinite(L.amax(1))
+    if not bool(far.any()):
+        return L
+    # bounding-box centre: no overflow, and S - c stays within S's spread
+    c = S.amax(0) / 2 + S.amin(0) / 2
+    Sc, Qc = S - c, Q[far] - c
+    top = max(float(Qc.abs().max()), float(Sc.abs().max()))
+    dmin = torch.full((Qc.shape[0],), float("inf"), dtype=Q.dtype, device=Q.device)
+    if math.isfinite(top):
+        scale = math.ldexp(1.0, math.frexp(top)[1] - 1)  # a power of two <= top
+        q, s = Qc / scale, Sc / scale
+        g = (s * s).sum(1)[None, :] - 2 * (q @ s.T)
+        gmin, jmin = g.min(1, keepdim=True)
+        dmin = torch.linalg.vector_norm(q - s[jmin[:, 0]], dim=1) * scale
+    if not bool(torch.isfinite(dmin).all()):
+        n_bad = int((~torch.isfinite(dmin)).sum())
+        raise ValueError(
+            f"{input_name} has {n_bad} row(s) whose distance to every fitted source "
+            f"row overflows {str(Q.dtype).replace('torch.', '')} (beyond "
+            f"{torch.finfo(Q.dtype).max:.3g}); their conditional weights are undefined"
+        )
+    r = scale / bw
+    Lf = -0.5 * ((g - gmin) * r) * r
+    L = L.clone()
+    L[far] = torch.where(g == gmin, torch.zeros((), dtype=L.dtype, device=L.device), Lf)
+    return L
 
 
 def gaussian_kernel(A, B, bw):
@@ -77,7 +130,7 @@ def conditional_weights(log_Kq, G, Ky):
     """Conditional projection weights of query rows over the targets.
 
     ``log_Kq`` (q, n) is the *log* kernel between queries and the fitted sources
-    (:func:`log_gaussian_kernel`). Row i is
+    (:func:`query_log_kernel`; a row may be shifted by a constant). Row i is
     :math:`(K_q \\Gamma K^y)_{ij} / f_Y(y_j)`, normalised to sum to 1 (the
     query's own density :math:`f_X` cancels).
 
@@ -87,7 +140,9 @@ def conditional_weights(log_Kq, G, Ky):
     shifted by its maximum before exponentiating (the log-sum-exp trick, so the
     nearest source row has kernel 1 and the row total is at least that row's
     plan mass), and the weights are a softmax over the targets of
-    :math:`\\log (K_q \\Gamma K^y)_{ij} - \\log f_Y(y_j)`.
+    :math:`\\log (K_q \\Gamma K^y)_{ij} - \\log f_Y(y_j)`. Queries whose
+    squared distances overflow the dtype need the rows of
+    :func:`query_log_kernel` (a row all -inf would give NaN).
     """
     log_fy = torch.log(Ky.mean(1))
     shift = log_Kq.max(1, keepdim=True).values

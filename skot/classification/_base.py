@@ -61,6 +61,7 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
     def _fit_classes(self, X, y):
         """Validate X (and y) and set classes_, class_embeddings_."""
         self._check_solver()
+        resolve_device(self.device)  # in fit, not first in predict
         if self.class_embeddings is not None:
             X = validate_data(self, X, dtype=[np.float64, np.float32])
             T = check_array(self.class_embeddings, dtype=[np.float64, np.float32],
@@ -84,6 +85,7 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
                         f"classes has shape {classes.shape}; expected "
                         f"({T.shape[0]},), one label per class embedding"
                     )
+                _check_labels(self.classes)
                 uniq, counts = np.unique(classes, return_counts=True)
                 if (counts > 1).any():
                     raise ValueError(
@@ -224,6 +226,23 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def _check_labels(classes):
+    """Refuse ``classes`` with missing labels (None, NaN), which predict would
+    return as labels, or mixing strings and numbers, which numpy turns into
+    strings ('z', 1 -> '1') or cannot sort (scikit-learn's rule in
+    :func:`sklearn.utils.multiclass.unique_labels`)."""
+    labels = np.asarray(classes, dtype=object).ravel()
+    missing = [c for c in labels if c is None or (isinstance(c, Real) and c != c)]
+    if missing:
+        raise ValueError(
+            f"classes={classes!r} contains missing labels ({missing[0]!r}); each "
+            "class embedding needs a label that predict can return")
+    if len({isinstance(c, str) for c in labels}) > 1:
+        raise ValueError(
+            f"classes={classes!r} mixes strings and numbers (Mix of label input "
+            "types (string and number)); pass labels of one type")
 
 
 def _to_np(x):

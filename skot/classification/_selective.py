@@ -55,11 +55,15 @@ class SelectiveOTClassifier(BaseOTClassifier):
         Zero-shot class embeddings; None with ``estimator=None``: few-shot
         prototypes from ``fit(X, y)``.
     classes : array-like of shape (n_classes,), default=None
-        Labels of the class embeddings, distinct; ``classes_`` holds them
-        sorted, as scikit-learn's scorers assume of ``predict_proba``.
+        Labels of the class embeddings, distinct, not missing (None, NaN) and
+        all strings or all numbers; ``classes_`` holds them sorted, as
+        scikit-learn's scorers assume of ``predict_proba``.
     estimator : fitted classifier with ``predict_proba``, default=None
         Wrap a probabilistic classifier instead (cost ``-log p``). It is used as
         given when already fitted; otherwise a clone is fitted on ``fit(X, y)``.
+        It needs at least 2 classes (a ``ValueError`` in ``fit``), and its
+        ``predict_proba`` one finite column per class of its ``classes_`` (a
+        ``ValueError`` in ``predict``).
     coverage : float in (0, 1], default=0.8
         Fraction of rows that receive a label.
     selection_reg : float > 0, default=0.3
@@ -92,7 +96,8 @@ class SelectiveOTClassifier(BaseOTClassifier):
     random_state : None, int or RandomState, default=None
         Unused (deterministic); kept for API uniformity.
     device : str, default="cpu"
-        Torch device of the OT solves.
+        Torch device of the OT solves; checked in ``fit`` (an unknown device,
+        or ``"cuda"`` without CUDA, is a ``ValueError``).
     verbose : int, default=0
         Show a progress bar over the transductive batches of ``predict``.
 
@@ -178,6 +183,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
             self.estimator_ = None
         else:
             self._check_solver()
+            resolve_device(self.device)  # in fit, not first in predict
             est = self.estimator
             try:
                 check_is_fitted(est)
@@ -199,6 +205,11 @@ class SelectiveOTClassifier(BaseOTClassifier):
             self.estimator_ = est
             self._class_order = None  # the estimator's own classes_ order
             self.classes_ = np.asarray(est.classes_)
+            if len(self.classes_) < 2:
+                raise ValueError(
+                    f"the wrapped estimator has {len(self.classes_)} class(es) "
+                    f"(estimator.classes_={self.classes_!r}); need at least 2 classes"
+                )
             self.class_embeddings_ = None
         if any(_same_label(c, self.reject_label) for c in self.classes_):
             raise ValueError(
@@ -217,8 +228,21 @@ class SelectiveOTClassifier(BaseOTClassifier):
             # X as the caller gave it (a DataFrame keeps its column names)
             p = self.estimator_.predict_proba(
                 _safe_indexing(X, np.arange(sl.start, sl.stop)))
+            p = np.asarray(p, dtype=np.float64)
+            shape = (sl.stop - sl.start, len(self.classes_))
+            if p.shape != shape:
+                raise ValueError(
+                    f"the wrapped estimator's predict_proba returned shape {p.shape}; "
+                    f"expected {shape}, one column per class of estimator.classes_"
+                )
+            if not np.isfinite(p).all():
+                raise ValueError(
+                    f"the wrapped estimator's predict_proba returned "
+                    f"{int((~np.isfinite(p)).sum())} NaN or infinite probabilities; "
+                    "the selection needs finite class probabilities"
+                )
             device = resolve_device(self.device)
-            return as_tensor(np.asarray(p, dtype=np.float64), device=device)
+            return as_tensor(p, device=device)
         Xt, Tt = self._tensors(X[sl])
         prior = None
         if self.class_prior_ is not None:

@@ -58,7 +58,8 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         Class embeddings (e.g. averaged CLIP text prompts). None: few-shot, the
         class prototypes are the normalised means of the labelled rows in ``fit``.
     classes : array-like of shape (n_classes,), default=None
-        Labels of the class embeddings (default ``0..n_classes-1``), distinct.
+        Labels of the class embeddings (default ``0..n_classes-1``), distinct,
+        not missing (None, NaN) and all strings or all numbers.
         ``classes_`` holds them sorted (scikit-learn's order of the
         ``predict_proba`` columns, which its scorers assume), and
         ``class_embeddings_`` and ``class_prior_`` follow that order.
@@ -98,7 +99,8 @@ class FGWZeroShotClassifier(BaseOTClassifier):
     random_state : None, int or RandomState, default=None
         Unused (the method is deterministic); kept for API uniformity.
     device : str, default="cpu"
-        Torch device for the OT solves (``"cuda"`` needs CUDA).
+        Torch device for the OT solves (``"cuda"`` needs CUDA); checked in
+        ``fit`` (an unknown or unavailable device is a ``ValueError``).
     verbose : int, default=0
         Show a progress bar over the transductive batches of ``predict``.
 

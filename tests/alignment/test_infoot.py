@@ -432,3 +432,84 @@ def test_retrieve_ranks_by_conditional_score(rng):
     assert (np.diff(top, axis=1) <= 0).all()
     with pytest.raises(ValueError, match="n_neighbors"):
         al.retrieve(Xs[:2], n_neighbors=0)
+
+
+def _far_limit(al, U):
+    """Conditional weights of rows t * U as t -> inf: the kernel keeps only the
+    source row nearest along each direction, argmax_j U s_j."""
+    from scipy.spatial.distance import cdist
+
+    Xs, Xt = al.X_source_.astype(float), al.X_target_.astype(float)
+    Ky = np.exp(-0.5 * cdist(Xt, Xt, "sqeuclidean") / al.bandwidth_target_ ** 2)
+    W = (al.plan_.astype(float) @ Ky)[np.argmax(U @ Xs.T, 1)] / Ky.mean(1)
+    return W / W.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1e20), (np.float64, 1e200)])
+def test_rows_whose_squared_distances_overflow_keep_normalised_weights(rng, dtype,
+                                                                       scale):
+    # the squared distances overflow (cdist itself squares): log-kernel all
+    # -inf, and the weights, maps and retrievals of these rows were NaN
+    Xs, _, Xt, _ = _shift(rng, n=30, d=3)
+    al = _fit(InfoOTAligner(), Xs.astype(dtype), Xt.astype(dtype))
+    U = rng.normal(size=(5, 3))
+    Q = np.vstack([(U * scale).astype(dtype), np.full((1, 3), scale, dtype)])
+    W = al.conditional_score(Q)
+    assert W.dtype == dtype and np.isfinite(W).all()
+    np.testing.assert_allclose(W.sum(1), 1.0, rtol=1e-6)
+    # float32: the rounding of the fitted plan and kernel, not of the distances
+    rtol, atol = (1e-4, 1e-7) if dtype == np.float32 else (1e-10, 1e-14)
+    np.testing.assert_allclose(W, _far_limit(al, np.vstack([U, np.ones((1, 3))])),
+                               rtol=rtol, atol=atol)
+    mapped = al.transform_source(Q)
+    assert mapped.dtype == dtype and np.isfinite(mapped).all()
+    assert np.isfinite(al.transform(Q, sample_domain=np.ones(6))).all()
+    np.testing.assert_array_equal(al.retrieve(Q)[:, 0], W.argmax(1))
+    # the rows that never overflowed are computed as before, bitwise
+    near = Xs[:4].astype(dtype)
+    np.testing.assert_array_equal(al.conditional_score(np.vstack([near, Q]))[:4],
+                                  al.conditional_score(near))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_whose_distances_overflow_raise(rng, dtype):
+    Xs, _, Xt, _ = _shift(rng, n=30, d=3)
+    al = _fit(InfoOTAligner(), Xs.astype(dtype), Xt.astype(dtype))
+    big = np.finfo(dtype).max * 0.9  # distance sqrt(3) * big
+    Q = np.vstack([Xs[:2], np.full((1, 3), big)]).astype(dtype)
+    name = np.dtype(dtype).name
+    with pytest.raises(ValueError, match=f"X has 1 row.*overflows {name}"):
+        al.conditional_score(Q)
+    with pytest.raises(ValueError, match=f"X has 1 row.*overflows {name}"):
+        al.transform_source(Q)
+
+
+@pytest.mark.parametrize("solver", ["rows", "cols", "total", "dbot", "unbalanced",
+                                    "partial", "sparse", "fgw", "fgw_exact"])
+def test_solver_must_be_balanced_and_is_checked_before_any_work(rng, monkeypatch,
+                                                               solver):
+    # 'unbalanced', 'partial', 'sparse' failed inside skot.ot after the kernels
+    # were built; 'rows' silently put most of the mass in one target column
+    import skot.alignment._infoot as mod
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before validation")
+
+    monkeypatch.setattr(mod, "bandwidth", no_work)
+    Xs, _, Xt, _ = _shift(rng)
+    with pytest.raises(ValueError, match="solver") as err:
+        _fit(InfoOTAligner(solver=solver), Xs, Xt)
+    for word in (repr(solver), "'sinkhorn'", "'exact'"):
+        assert word in str(err.value)
+    with pytest.raises(ValueError, match=r"solver=OTSolver\(.*\) is not supported"):
+        _fit(InfoOTAligner(solver=so.OTSolver(solver, unbalanced=1.0, mass=0.5)),
+             Xs, Xt)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver", ["sinkhorn", "exact", so.OTSolver("exact"),
+                                    so.OTSolver("sinkhorn", reg=0.1)])
+def test_balanced_solvers_are_accepted(rng, solver):
+    Xs, _, Xt, _ = _shift(rng, n=20)
+    al = _fit(InfoOTAligner(solver=solver, max_iter=3), Xs, Xt)
+    np.testing.assert_allclose(al.plan_.sum(0), np.full(20, 1 / 20), atol=1e-6)

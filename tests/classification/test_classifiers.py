@@ -4,6 +4,8 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
@@ -445,3 +447,80 @@ def test_few_shot_default_solves_converge(shared_data):
         warnings.simplefilter("error", ConvergenceWarning)
         clf = SelectiveOTClassifier().fit(X, y)
         assert clf.score(X, y) > 0.9
+
+
+@pytest.mark.parametrize("Est", [FGWZeroShotClassifier, SelectiveOTClassifier])
+@pytest.mark.parametrize("classes, match", [
+    ([0.0, np.nan, 1.0], r"classes=\[0.0, nan, 1.0\] contains missing labels"),
+    (["a", None, "b"], r"classes=\['a', None, 'b'\] contains missing labels"),
+    (np.array([None, "a", "b"], dtype=object), "classes=.*contains missing labels"),
+    (["z", 1, "m"], r"classes=\['z', 1, 'm'\] mixes strings and numbers"),
+    (np.array(["z", 1, "m"], dtype=object), "classes=.*mixes strings and numbers"),
+])
+def test_classes_must_be_present_labels_of_one_kind(rng, Est, classes, match):
+    # NaN labels were predicted as labels; 1 among strings came out as '1';
+    # None failed inside np.unique ('<' not supported)
+    X, _, T = _clip_like(rng, n=20, k=3)
+    with pytest.raises(ValueError, match=match):
+        Est(class_embeddings=T, classes=classes).fit(X)
+
+
+@pytest.mark.parametrize("Est", [FGWZeroShotClassifier, SelectiveOTClassifier])
+def test_device_is_checked_in_fit(rng, Est):
+    X, y, T = _clip_like(rng, n=20, k=3)
+    with pytest.raises(ValueError, match="device='no-such-device'"):
+        Est(class_embeddings=T, device="no-such-device").fit(X)
+    with pytest.raises(ValueError, match="device='no-such-device'"):
+        Est(device="no-such-device").fit(X, y)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda'.*CUDA is not available"):
+            Est(class_embeddings=T, device="cuda").fit(X)
+
+
+def test_selective_wrapped_estimator_device_is_checked_in_fit(rng):
+    X, y, _ = _clip_like(rng, n=40, k=3)
+    with pytest.raises(ValueError, match="device='no-such-device'"):
+        SelectiveOTClassifier(estimator=LogisticRegression().fit(X, y),
+                              device="no-such-device").fit(X)
+
+
+def test_selective_wrapped_estimator_needs_two_classes(rng):
+    from sklearn.dummy import DummyClassifier
+
+    X, _, _ = _clip_like(rng, n=20, k=3)
+    with pytest.raises(ValueError, match=r"1 class\(es\).*at least 2 classes"):
+        SelectiveOTClassifier(estimator=DummyClassifier().fit(X, np.zeros(20))).fit(X)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        SelectiveOTClassifier(estimator=DummyClassifier()).fit(X, np.zeros(20))
+
+
+class _FixedProba(ClassifierMixin, BaseEstimator):
+    """A fitted classifier whose predict_proba returns ``kind`` rows."""
+
+    def __init__(self, kind="nan"):
+        self.kind = kind
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def predict_proba(self, X):
+        k = len(self.classes_) + (2 if self.kind == "wide" else 0)
+        p = np.full((len(X), k), 1.0 / k)
+        if self.kind == "nan":
+            p[0] = np.nan
+        return p
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("nan", "predict_proba returned 3 NaN or infinite"),
+    ("wide", r"predict_proba returned shape \(20, 5\); expected \(20, 3\)"),
+])
+def test_selective_checks_the_wrapped_predict_proba(rng, kind, match):
+    # NaN read as "M contains NaN"; extra columns were silently accepted
+    X, y, _ = _clip_like(rng, n=20, k=3)
+    sel = SelectiveOTClassifier(estimator=_FixedProba(kind).fit(X, y % 3)).fit(X)
+    for method in (sel.predict, sel.selection_score, sel.predict_proba):
+        with pytest.raises(ValueError, match=match):
+            method(X)
