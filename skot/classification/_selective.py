@@ -117,9 +117,9 @@ class SelectiveOTClassifier(BaseOTClassifier):
     >>> import numpy as np
     >>> from skot import SelectiveOTClassifier
     >>> T = np.eye(2)
-    >>> X = np.array([[1.0, 0.0], [0.9, 0.4], [0.0, 1.0], [0.5, 0.5]])
+    >>> X = np.array([[1.0, 0.0], [0.6, 0.5], [0.0, 1.0], [0.5, 0.6]])
     >>> clf = SelectiveOTClassifier(class_embeddings=T, coverage=0.5).fit(X)
-    >>> clf.predict(X)
+    >>> clf.predict(X)  # the two unambiguous rows kept, the others abstained on
     array([ 0, -1,  1, -1])
     """
 
