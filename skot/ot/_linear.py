@@ -204,8 +204,9 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
             f, g, n_iter, err, converged, plan_loop = free_side_closed_form(
                 Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass, forbid=forbid,
                 tol=opts["tol"])
+            stalled = False
         else:
-            f, g, n_iter, err, converged, plan_loop = sinkhorn_core(
+            f, g, n_iter, err, converged, plan_loop, stalled = sinkhorn_core(
                 Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass,
                 max_iter=opts["max_iter"], tol=opts["tol"], f0=f0, g0=g0,
                 geometry=opts.get("geometry", "kernel"),
@@ -245,6 +246,16 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
         return value, value_linear
 
     extra = {}
+    if stalled:
+        extra["status"] = "tol below rounding"
+        extra["message"] = (
+            f"stopped after {n_iter} iterations: one rounding step of its "
+            f"potentials (in {M.dtype}, at reg={eps:g}) moves {err:.3g} of mass "
+            f"(L1), above tol={opts['tol']:g}, so the iterations cannot resolve "
+            "tol (large potentials: a large unbalanced weight with unequal "
+            "masses); loosen tol"
+            + (", solve in float64" if M.dtype != torch.float64 else "")
+            + " or lower unbalanced")
     if closed and not converged:
         extra["status"] = "tol below rounding"
         extra["message"] = (

@@ -445,7 +445,7 @@ def solve_sample(
             f = torch.zeros(n, dtype=Xa.dtype, device=Xa.device)
             g = torch.zeros(m, dtype=Xa.dtype, device=Xa.device)
         translate = rho is not None and not (math.isinf(rho[0]) or math.isinf(rho[1]))
-        err, converged, it = math.inf, False, 0
+        err, converged, stalled, it = math.inf, False, False, 0
         for it in range(1, max_iter + 1):
             # rows: L_i = log row mass without f_i (units of eps)
             L = la + _lse_rows(geo, g / eps + lb, eps)
@@ -469,13 +469,31 @@ def solve_sample(
                     f"{eps:.3g}, largest cost / reg = {big / eps:.3g}); please "
                     "report this with the inputs")
             if err < tol:
+                # unbalanced: the change reads in units of eps; one rounding
+                # step of the largest potential must be below tol for it to
+                # mean anything (float32, rho / reg 5e4, masses 1 and 1.3:
+                # err 0.0, "converged", 7.5e-4 (L1) off the float64 plan)
+                floor = 0.0 if balanced else torch.finfo(Xa.dtype).eps * max(
+                    float(f.abs().max()), float(g.abs().max())) / eps
+                if floor >= tol:
+                    err, stalled = max(err, floor), True
+                    break
                 converged = True
                 break
         if not converged and eps < torch.finfo(Xa.dtype).eps * big:
             raise ValueError(resolution_message(
                 eps, torch.finfo(Xa.dtype).eps * big, Xa.dtype, "X_a and X_b",
                 exact=False))
-        if not converged:
+        if stalled:
+            warnings.warn(
+                f"skot.ot.solve_sample stopped after {it} iterations: one rounding "
+                f"step of its potentials (in {Xa.dtype}, at reg={eps:g}) is "
+                f"{err:.3g} in units of reg, above tol={tol:g}, so the iterations "
+                "cannot resolve tol (large potentials: a large unbalanced weight "
+                "with unequal masses); loosen tol"
+                + (", solve in float64" if Xa.dtype != torch.float64 else "")
+                + " or lower unbalanced", ConvergenceWarning, stacklevel=2)
+        elif not converged:
             warnings.warn(
                 f"skot.ot.solve_sample did not converge in max_iter={max_iter} "
                 f"iterations (error {err:.3g}); increase max_iter, loosen tol or "
@@ -538,7 +556,8 @@ def solve_sample(
         converged=converged,
         method="sinkhorn" if balanced else "unbalanced",
         err=float(err),
-        status="converged" if converged else "max_iter reached",
+        status="converged" if converged else (
+            "tol below rounding" if stalled else "max_iter reached"),
         _plan_fn=build_plan,
         _numpy=numpy_io,
         _marg=(r, c),

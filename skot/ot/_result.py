@@ -28,12 +28,19 @@ class OTResult:
         potentials are kept until then).
     value : float, array of shape (B,) or 0-d tensor
         Objective value, POT's convention: ``<M, P> + reg * KL(P | a b^T)`` for
-        entropic OT. Unbalanced OT adds the marginal penalties, and every KL
-        is the generalised one, ``<p, log p/q> - |p| + |q|``: the objective the
-        iterations minimise, whose gradient in M is the plan. POT's
-        ``reg_type="entropy"`` value is the same; its ``reg_type="KL"`` value
+        entropic OT, ``KL(p | q) = <p, log p/q>`` (``reg_type="entropy"``:
+        ``reg * <P, log P>``). Unbalanced OT (``unbalanced`` set) adds the
+        marginal penalties, and there every KL is the generalised one,
+        ``<p, log p/q> - |p| + |q|``, the entropic term included (entropy:
+        ``<P, log P> - |P|``): the objective the iterations minimise, whose
+        gradient in M is the plan. POT's unbalanced ``reg_type="entropy"``
+        value is the same; its ``reg_type="KL"`` value
         (``sinkhorn_unbalanced``'s ``total_cost``) drops the mass terms and is
-        then identically 0 at the optimum.
+        then identically 0 at the optimum. The other methods' entropic term has
+        no mass term: where the plan's mass is not ``|a| |b|`` (``"partial"``,
+        ``"total"``, ``"dbot"``) it differs from the generalised KL by
+        ``reg (|a| |b| - |P|)``, and ``unbalanced=(inf, inf)`` with
+        ``reg_type="entropy"`` from ``"sinkhorn"``'s by ``reg |P|``.
     value_linear : same type as ``value``
         The linear part ``<M, P>``.
     potentials : tuple (f, g) or None

@@ -188,9 +188,12 @@ def _exp_floor(dtype):
     """Exponent below which kernel entries are flushed to exact zeros.
 
     Subnormal numbers make CPU arithmetic ~30x slower (measured: a 1000 x 1000
-    float64 matvec went from 0.4 ms to 13 ms), and entries this small are
-    negligible: they stay below ``tiny * exp(tau)`` even after the largest
-    scaling applied before the next absorption.
+    float64 matvec went from 0.4 ms to 13 ms). The margin above ``tiny`` keeps
+    the products with scalings down to ``exp(-tau)`` normal; entries this
+    small stay negligible in the plan because :func:`sinkhorn_core` absorbs
+    the scalings before the largest row and column scalings together raise
+    them above ``exp(-33)`` (float32; float64's margin leaves them below
+    ``exp(-88)`` at any scaling below ``tau``).
     """
     tiny = math.log(torch.finfo(dtype).tiny)
     return tiny + (40.0 if dtype == torch.float32 else 220.0)
@@ -371,6 +374,11 @@ def sinkhorn_core(
     n_iter, err, converged
     plan : tensor (B, n, m)
         The plan in the solver's own frame (no graph), consistent with ``err``.
+    stalled : bool
+        Stopped before ``max_iter`` without converging: the change of the
+        marginals read below ``tol``, but one rounding step of the potentials
+        moves more than ``tol`` (relaxed, box and inequality sides; ``err``
+        is then that rounding step).
     """
     B, n, m = C.shape
     dtype = C.dtype
@@ -389,6 +397,17 @@ def sinkhorn_core(
     st = _State(fb, gb, torch.zeros(B, dtype=dtype, device=C.device), eps, forbid)
     # bound on the log-scalings before they are absorbed into the kernel
     tau = 30.0 if dtype in (torch.float32, torch.float16, torch.bfloat16) else 200.0
+    # bound on the largest row scaling plus the largest column scaling (and the
+    # total mass's), checked at the error measurements and before convergence
+    # is declared: kernel entries flushed to 0 at the floor are then worth at
+    # most exp(-33) ~ 5e-15 each in the plan (1.3e-6 over all 16384^2
+    # entries, below float32's tol). float32's floor (tiny e^40 = e^-47) under
+    # scalings summing to 48 (each below tau) had zeroed a plan entry of
+    # 3.3e-3, reported converged (cosine cost 60 x 45, reg 0.01: 2.5e-2 L1 off
+    # the float64 plan; 1.1e-4 now, as the log domain's). The losses' solves
+    # at reg 0.01-0.05 rebuild no more kernels than before (batch 1024-4096).
+    # float64 (floor e^-488, tau 200): never binds
+    guard = -_exp_floor(dtype) - 33.0
     use_kernel = geometry == "kernel"
     if use_kernel:
         K = _log_kernel(C, st, ra, rb, exp=True)
@@ -401,6 +420,8 @@ def sinkhorn_core(
     converged = False
     it = 0
     next_check, last_err, last_it = 1, math.inf, 0
+    stalled = False  # stopped because the potentials cannot resolve tol
+    mach = torch.finfo(dtype).eps
     # Kernel sums are checked for over/underflow only at the iterations that
     # measure the error, in the one host synchronisation of that measurement:
     # a check per half-iteration (the former rule) synchronised a GPU twice per
@@ -514,8 +535,20 @@ def sinkhorn_core(
                 terms = [_moved_mass(r, df, eps).sum(-1).max(),
                          _moved_mass(c, dg, eps).sum(-1).max(),
                          _moved_mass(c.sum(-1), dh, eps).max(), err_rows, err_cols]
+            n_err = len(terms)
+            if not balanced:
+                # the mass that one rounding step of the potentials moves (each
+                # row's and column's, in units of eps, weighted by its mass):
+                # below it the updates round away and the change reads 0
+                fa = (st.f() + st.h().unsqueeze(-1)).detach().abs()
+                ga = st.g().detach().abs()
+                terms.append(torch.maximum((fa * r).sum(-1), (ga * c).sum(-1)).max()
+                             * (mach / eps))
             if use_kernel:
                 scalings = (st.alpha.detach(), st.beta.detach(), st.eta.detach())
+                # the largest factor by which the scalings raise a kernel entry
+                terms.append((scalings[0].amax(-1) + scalings[1].amax(-1)
+                              + scalings[2]).max())
                 terms += [z.abs().max() for z in scalings]
                 if not careful:
                     # the sums of this iteration and the scalings (an earlier
@@ -530,10 +563,15 @@ def sinkhorn_core(
                 st.alpha, st.beta, st.eta, it = saved
                 careful = True
                 continue
+            raised = False
             if use_kernel:
                 big = values[-3:]
-                del values[-3:]
-                need_absorb = not all(map(math.isfinite, big)) or max(big) > tau
+                raised = not values[-4] <= guard
+                del values[-4:]
+                need_absorb = (not all(map(math.isfinite, big)) or max(big) > tau
+                               or raised)
+            floor = values[n_err] if not balanced else 0.0
+            del values[n_err:]
             # a NaN term must reach the non-finite check below (Python's max
             # drops a NaN that is not its first argument)
             err = math.nan if any(map(math.isnan, values)) else max(values)
@@ -548,7 +586,14 @@ def sinkhorn_core(
                 absorb()
             saved = (st.alpha, st.beta, st.eta, it)
             continue
-        if err < tol:
+        if err < tol and not raised:
+            if floor >= tol:
+                # the change reads below tol, but the potentials cannot resolve
+                # tol in this dtype: float32 unbalanced at rho / reg 5e5 with
+                # masses 1 and 1.3 (potentials ~650) stalled at err 0.0,
+                # "converged", 6e-3 (L1) off the float64 plan
+                err, stalled = max(err, floor), True
+                break
             converged = True
             break
         next_check = it + _next_check(err, last_err, it - last_it, tol, it)
@@ -571,10 +616,14 @@ def sinkhorn_core(
                 absorb()
                 scale_r = (st.alpha + st.eta.unsqueeze(-1)).unsqueeze(-1)
                 scale_c = st.beta.unsqueeze(-2)
-            if K.requires_grad:
+            if K.requires_grad or any(
+                    z.requires_grad for z in (st.alpha, st.beta, st.eta)):
+                # K is in the graph, or saved by the products of scalings
+                # that are (a, b with a gradient and reg_type="entropy",
+                # whose kernel itself has no graph)
                 plan = K * torch.exp(scale_r) * torch.exp(scale_c)
             else:  # K is not needed any more: scale it in place
                 plan = K.mul_(torch.exp(scale_r)).mul_(torch.exp(scale_c))
         else:
             plan = torch.exp(logK + scale_r + scale_c)
-    return f, g, it, err, converged, plan
+    return f, g, it, err, converged, plan, stalled

@@ -13,6 +13,7 @@ from ._linear import _warn_convergence
 from ._registry import default_max_iter, default_tol, get_method, needs_reg
 from ._result import OTResult
 from ._validation import (
+    _default_tol,
     Problem,
     check_balanced,
     check_same_backend,
@@ -53,24 +54,6 @@ def _check_max_iter(value, name):
         isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
     ):
         raise ValueError(f"{name} must be an integer >= 1 (or None), got {value!r}")
-
-
-def _default_tol(M, reg):
-    """1e-9 in float64; in lower precision the marginal error cannot go below the
-    rounding of (f + g - M) / reg, about eps * max|M| / reg: measured 0.05-0.4
-    times that on CLIP cosine costs (3-1635 rows, 10-196 columns, reg 1e-3 to
-    0.05, sinkhorn and rows), so the default is max(1e-6, eps * max|M| / reg),
-    capped at 1e-3: past that, float32 cannot hold the marginals to 0.1%
-    (max|M| / reg above about 1e4), and the solve runs to max_iter and warns
-    instead of stopping at once on a bound that any plan meets (an L1 error is
-    at most 2)."""
-    if M.dtype == torch.float64:
-        return 1e-9
-    if reg is None:
-        return 1e-6
-    with torch.no_grad():
-        scale = float(M.abs().max())
-    return min(1e-3, max(1e-6, torch.finfo(M.dtype).eps * scale / reg))
 
 
 def _finish(res, method, max_iter, batched, numpy_io):
@@ -489,9 +472,12 @@ def solve_gromov(
         of ``value``.
     inner_max_iter : int, default=1000
         Sinkhorn iterations per linearisation (``method="fgw"``).
-    inner_tol : float, default=1e-9 (float64), 1e-6 (float32)
+    inner_tol : float, default=None
         Marginal tolerance of each linearisation's Sinkhorn solve (warm-started
-        from the previous one); a training loss can use 1e-4.
+        from the previous one); a training loss can use 1e-4. None:
+        :func:`solve`'s default ``tol`` for each linearised cost G (1e-9 in
+        float64; in float32 its rounding, max(1e-6, eps max|G| / reg), at
+        most 1e-3).
 
     Returns
     -------

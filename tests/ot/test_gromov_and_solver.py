@@ -471,7 +471,27 @@ def test_fgw_reports_an_unconverged_inner_solve(rng):
     with pytest.warns(ConvergenceWarning, match="inner Sinkhorn solve did not converge"):
         res = so.solve_gromov(Ca, Cb, M, a, b, alpha=0.0, reg=1e-4)
     assert not res.converged
+    assert res.status == "inner solve not converged"  # was "max_iter reached"
+    assert res.n_iter < 100
     assert np.abs(res.plan.sum(1) - a).sum() > 1e-4  # the plan misses its marginals
+
+
+def test_fgw_float32_inner_solves_stop_at_a_reachable_tol():
+    # a fixed inner tol of 1e-6 sat at float32's rounding at reg 0.01: inner
+    # errors of 1.01e-6 reported as unconverged, a warning for a plan 1.1e-5
+    # (L1) from float64's
+    rr = np.random.default_rng(0)
+    X, Y = rr.normal(size=(40, 6)), rr.normal(size=(30, 6))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    Ca, Cb, M = 1 - X @ X.T, 1 - Y @ Y.T, 1 - X @ Y.T
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        r32 = so.solve_gromov(Ca.astype(np.float32), Cb.astype(np.float32),
+                              M.astype(np.float32), alpha=0.5, reg=0.01)
+    r64 = so.solve_gromov(Ca, Cb, M, alpha=0.5, reg=0.01)
+    assert r32.converged and r32.status == "converged"
+    assert np.abs(r32.plan - r64.plan).sum() < 1e-4
 
 
 def test_fgw_autodiff_gradient_does_not_depend_on_tol(rng):

@@ -266,3 +266,19 @@ def test_costs_that_overflow_are_refused_by_name(data):
     # a reg below the costs' rounding: refused once the solve has not converged
     with pytest.raises(ValueError, match="reg=1e-17 is below the rounding"):
         solve_sample(Xa, Xb, reg=1e-17, max_iter=20)
+
+
+def test_float32_potentials_too_large_for_tol_are_not_converged():
+    # as skot.ot.solve: at rho / reg 5e4 with masses 1 and 1.3 the float32
+    # updates rounded away, err 0.0, "converged", 7.5e-4 (L1) off float64
+    rng = np.random.default_rng(3)
+    Xa, Xb = rng.normal(size=(40, 8)), rng.normal(size=(30, 8))
+    r = np.random.default_rng(0)
+    a, b = r.random(40) + 0.1, r.random(30) + 0.1
+    a, b = a / a.sum(), b / b.sum() * 1.3
+    f32 = [z.astype(np.float32) for z in (Xa, Xb, a, b)]
+    with pytest.warns(ConvergenceWarning, match="rounding step of its potentials"):
+        res = solve_sample(*f32, metric="cosine", reg=0.01, unbalanced=500.0)
+    assert not res.converged and res.status == "tol below rounding"
+    assert solve_sample(Xa, Xb, a, b, metric="cosine", reg=0.01, unbalanced=500.0,
+                        max_iter=100_000).converged

@@ -289,6 +289,69 @@ def test_reg_below_the_rounding_of_the_cost_is_refused(rng, dtype):
     assert so.solve(M, reg=0.1).converged
 
 
+@pytest.mark.parametrize("method, kw", [("sinkhorn", {}), ("unbalanced", {"unbalanced": (50.0, 5.0)}),
+                                        ("dbot", {"box": 0.2})])
+def test_float32_kernel_floor_never_drops_a_plan_entry(method, kw):
+    # float32 kernels flush entries below tiny e^40 = e^-47 to 0; scalings
+    # summing to 48 (each below the absorption bound 30) made one worth 3.3e-3
+    # (9x a uniform entry): plan 2.5e-2 (L1) off the float64 one, reported
+    # converged. The scalings are now absorbed before that: as the log domain
+    rng = np.random.default_rng(6)
+    X, Y = rng.normal(size=(60, 8)), rng.normal(size=(45, 8))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    M = 1 - X @ Y.T
+    ref = so.solve(M, reg=0.01, method=method, tol=1e-12, max_iter=100_000, **kw)
+    for geometry in ("kernel", "log"):
+        res = so.solve(M.astype(np.float32), reg=0.01, method=method,
+                       geometry=geometry, max_iter=10_000, **kw)
+        assert res.converged
+        assert np.abs(res.plan - ref.plan).sum() < 5e-4, geometry
+
+
+@pytest.mark.parametrize("kw", [{}, {"unbalanced": 1.0}, {"mass": 0.5}])
+def test_entropy_autodiff_gradient_in_the_weights(rng, kw):
+    # reg_type="entropy": the kernel has no graph, but the products of the
+    # scalings (through log a, log b) saved it; scaling it in place for the
+    # plan broke the backward pass ("modified by an inplace operation")
+    M = torch.tensor(rng.random((4, 3)))
+    grads = {}
+    for geometry in ("kernel", "log"):
+        a = torch.full((4,), 0.25, dtype=torch.float64, requires_grad=True)
+        b = torch.full((3,), 1 / 3, dtype=torch.float64, requires_grad=True)
+        res = so.solve(M, a, b, reg=0.5, reg_type="entropy", geometry=geometry, **kw)
+        grads[geometry] = torch.autograd.grad(res.value, (a, b))
+    for gk, gl in zip(grads["kernel"], grads["log"]):
+        torch.testing.assert_close(gk, gl, atol=1e-8, rtol=1e-6)
+
+
+def _unequal_masses(dtype):
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(40, 8)), rng.normal(size=(30, 8))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    r = np.random.default_rng(0)
+    a, b = r.random(40) + 0.1, r.random(30) + 0.1
+    a, b = a / a.sum(), b / b.sum() * 1.3
+    return (1 - X @ Y.T).astype(dtype), a.astype(dtype), b.astype(dtype)
+
+
+def test_float32_potentials_too_large_for_tol_are_not_converged():
+    # rho / reg 5e5 with masses 1 and 1.3: potentials ~650, whose rounding in
+    # float32 moves ~9e-3 of mass; the updates rounded away, the change read
+    # 0.0 and the solve said converged, 6e-3 (L1) off the float64 plan
+    M, a, b = _unequal_masses(np.float32)
+    with pytest.warns(ConvergenceWarning, match="rounding step of its potentials"):
+        res = so.solve(M, a, b, reg=0.01, unbalanced=5000.0, geometry="log")
+    assert not res.converged and res.status == "tol below rounding"
+    assert res.err > 1e-3 and res.n_iter < 1000
+    M, a, b = _unequal_masses(np.float64)
+    assert so.solve(M, a, b, reg=0.01, unbalanced=5000.0, max_iter=100_000).converged
+    # moderate rho: float32 meets its tol as before
+    M, a, b = _unequal_masses(np.float32)
+    assert so.solve(M, a, b, reg=0.05, unbalanced=1.0).converged
+
+
 def _host_syncs(monkeypatch):
     """Count tensor -> Python conversions (each one a host synchronisation on a
     GPU) from now on."""
