@@ -143,13 +143,15 @@ def check_weights(w, name, size, M, batched):
             f"{name} has shape {tuple(w.shape)} but the cost matrix needs length "
             f"{size} (shape {expected})"
         )
-    with torch.no_grad():
-        if not torch.isfinite(w).all():
-            raise ValueError(f"{name} contains NaN or inf; weights must be finite")
-        if (w < 0).any():
-            raise ValueError(f"{name} has negative entries; weights must be non-negative")
-        if (w.sum(-1) <= 0).any():
-            raise ValueError(f"{name} sums to 0; weights need positive total mass")
+    with torch.no_grad():  # the three checks in one host synchronisation
+        nonfinite, negative, empty = torch.stack([
+            ~torch.isfinite(w).all(), (w < 0).any(), (w.sum(-1) <= 0).any()]).tolist()
+    if nonfinite:
+        raise ValueError(f"{name} contains NaN or inf; weights must be finite")
+    if negative:
+        raise ValueError(f"{name} has negative entries; weights must be non-negative")
+    if empty:
+        raise ValueError(f"{name} sums to 0; weights need positive total mass")
     return w
 
 
