@@ -530,7 +530,12 @@ def _fgw_entropic(prob, opts):
                                  else _inner_tol(G, opts["reg"]))
             sub = Problem(G, a, b, True, False)
             res = _entropic(sub, inner_opts, *kinds)
-            inner_ok = bool(res["converged"])
+            # an inner solve at the default tol that stopped on the rounding
+            # of its potentials (every update rounded away) reached what the
+            # dtype resolves: float32 unbalanced FGW (rho 10, masses 1 and 2,
+            # reg 0.05) stopped so in 9 of 18 inner solves
+            inner_ok = bool(res["converged"]) or (
+                inner_tol is None and res.get("status") == "tol below rounding")
             P_new = res["plan"]
             pots = tuple(p.detach() for p in res["potentials"])
             if nll_target is not None:

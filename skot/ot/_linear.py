@@ -138,19 +138,20 @@ def _check_mask_feasible(mask, row_kind, col_kind, col_lo=None):
         raise ValueError("mask forbids every entry; the total mass cannot be placed")
 
 
-def _check_resolution(C, eps):
+def _check_resolution(C, eps, plan):
     """Refuse a reg below the rounding of the cost in its dtype (the largest
-    finite |C| times the machine epsilon): the exponents (f + g - C) / reg are
-    then wrong by more than 1 and the plan is noise (reg 1e-17 on a cost in
-    [0, 1]: float64 plans of total mass 0.96-2.6, float32 plans of inf, after
-    max_iter iterations). Checked when a solve did not converge, so a
-    converged solve pays no pass over C."""
+    |C| on the entries that carry mass, times the machine epsilon): the
+    exponents (f + g - C) / reg are then wrong by more than 1 and the plan is
+    noise (reg 1e-17 on a cost in [0, 1]: float64 plans of total mass
+    0.96-2.6, float32 plans of inf, after max_iter iterations). Entries with
+    no mass do not count: a placeholder cost of 1e6 on forbidden pairs (POT's
+    way to forbid them) resolves the plan as a mask does. Checked when a solve
+    did not converge, so a converged solve pays no pass over C."""
     with torch.no_grad():
-        big = C.detach().abs().amax()
-        if not bool(torch.isfinite(big)):  # +inf marks forbidden pairs
-            Cd = C.detach()
-            big = Cd.abs().masked_fill(~torch.isfinite(Cd), 0.0).amax()
-        floor = torch.finfo(C.dtype).eps * float(big)
+        Cd = C.detach().abs()
+        carried = (plan.detach() > 0) & torch.isfinite(Cd)
+        big = float(Cd.masked_fill(~carried, 0.0).amax())
+        floor = torch.finfo(C.dtype).eps * big
     if eps < floor:
         raise ValueError(resolution_message(eps, floor, C.dtype, "M"))
 
@@ -223,7 +224,7 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
                 verbose=opts.get("verbose", False), forbid=forbid,
             )
     if not converged:
-        _check_resolution(Cs, eps)
+        _check_resolution(Cs, eps, plan_loop)
     if grad != "autodiff":
         f, g = f.detach(), g.detach()
     if grad == "autodiff" and torch.is_grad_enabled() and (
@@ -259,13 +260,15 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
     if stalled:
         extra["status"] = "tol below rounding"
         extra["message"] = (
-            f"stopped after {n_iter} iterations: one rounding step of its "
-            f"potentials (in {M.dtype}, at reg={eps:g}) moves {err:.3g} of mass "
-            f"(L1), above tol={opts['tol']:g}, so the iterations cannot resolve "
-            "tol (large potentials: a large unbalanced weight with unequal "
-            "masses); loosen tol"
+            f"stopped after {n_iter} iterations: every update rounded away, "
+            f"while one rounding step of its potentials (in {M.dtype}, at "
+            f"reg={eps:g}) changes the plan by {err:.3g} (relative), above tol="
+            f"{opts['tol']:g}; the potentials are too large for this dtype"
+            + (" (a large unbalanced weight with unequal masses)"
+               if rho is not None else "")
+            + "; loosen tol"
             + (", solve in float64" if M.dtype != torch.float64 else "")
-            + " or lower unbalanced")
+            + (" or lower unbalanced" if rho is not None else ""))
     if closed and not converged:
         extra["status"] = "tol below rounding"
         extra["message"] = (

@@ -417,14 +417,15 @@ def solve_sample(
 
     with torch.no_grad():
         geo = _Geometry(Xa.detach(), Xb.detach(), metric, batch_size)
-        big = geo.max_cost()  # a bound on the costs
-        if not math.isfinite(big):
+        big = geo.max_cost()  # a bound on the costs (a Python float64)
+        top = torch.finfo(Xa.dtype).max  # float32's overflow, not Python's
+        if not big <= top:
             scale = max(float(Xa.detach().abs().max()), float(Xb.detach().abs().max()))
             raise ValueError(
                 f"the {metric} costs between X_a and X_b overflow {Xa.dtype} "
                 f"(features up to {scale:.3g} in absolute value); scale the "
                 "features down")
-        if not math.isfinite(big / eps):
+        if not big / eps <= top:
             raise ValueError(
                 f"the {metric} costs between X_a and X_b in units of reg overflow "
                 f"{Xa.dtype} (largest cost up to {big:.3g}, reg={eps:.3g}); scale "

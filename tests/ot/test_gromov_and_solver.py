@@ -586,3 +586,19 @@ def test_fgw_exact_with_weights_of_any_total_mass(rng, mass):
     # alpha = 0 is linear OT at any mass
     res = so.solve_gromov(Ca, Cb, M, a, b, alpha=0.0)
     assert res.value == pytest.approx(ot.emd2(a / mass, b / mass, M) * mass, rel=1e-9)
+
+
+def test_unbalanced_fgw_float32_inner_solves_at_the_rounding_are_fine():
+    # with masses 1 and 2 (rho 10, reg 0.05) half of the float32 inner solves
+    # end with every update rounded away ("tol below rounding") at the default
+    # inner tol: what the dtype resolves, so the outer solve converges
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 8, generator=g, dtype=torch.float64)
+    Y = torch.randn(50, 8, generator=g, dtype=torch.float64)
+    X, Y = X / X.norm(dim=1, keepdim=True), Y / Y.norm(dim=1, keepdim=True)
+    Ca, Cb, M = ((1 - A @ B.T).float() for A, B in ((X, X), (Y, Y), (X, Y)))
+    a, b = torch.full((60,), 1 / 60), torch.full((50,), 2 / 50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        res = so.solve_gromov(Ca, Cb, M, a, b, alpha=0.5, reg=0.05, unbalanced=10.0)
+    assert res.converged and res.status == "converged"

@@ -263,6 +263,10 @@ def test_costs_that_overflow_are_refused_by_name(data):
         solve_sample(Xa.astype(np.float32) * 1e20, Xb.astype(np.float32), reg=0.5)
     with pytest.raises(ValueError, match="in units of reg overflow"):
         solve_sample(Xa * 1e100, Xb, reg=1e-300)
+    # float32's own range (the bounds are Python floats, which did not overflow)
+    f32 = Xa.astype(np.float32)
+    with pytest.raises(ValueError, match="in units of reg overflow torch.float32"):
+        solve_sample(f32 * 1e15, Xb.astype(np.float32), reg=1e-9)
     # a reg below the costs' rounding: refused once the solve has not converged
     with pytest.raises(ValueError, match="reg=1e-17 is below the rounding"):
         solve_sample(Xa, Xb, reg=1e-17, max_iter=20)

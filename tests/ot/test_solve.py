@@ -352,6 +352,38 @@ def test_float32_potentials_too_large_for_tol_are_not_converged():
     assert so.solve(M, a, b, reg=0.05, unbalanced=1.0).converged
 
 
+@pytest.mark.parametrize("method, kw, shift, masses", [
+    ("unbalanced", {"unbalanced": 10.0, "reg": 0.05}, 0.0, (1.0, 2.0)),
+    ("dbot", {"reg": 0.02}, 3.0, (2.0, 2.0)),
+    ("partial", {"mass": 2.5, "reg": 0.05}, 3.0, (3.0, 3.0)),
+])
+def test_float32_masses_above_one_still_converge(rng, method, kw, shift, masses):
+    # a first rounding-floor rule (one rounding step of the potentials times
+    # the plan's mass, against tol) flagged these as "tol below rounding";
+    # their plans are as close to float64's as ever
+    C = _cosine_cost(rng, 200, 150) + shift
+    a, b = rng.random(200) + 0.5, rng.random(150) + 0.5
+    a, b = a / a.sum() * masses[0], b / b.sum() * masses[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        r32 = so.solve(*(z.astype(np.float32) for z in (C, a, b)), method=method, **kw)
+    r64 = so.solve(C, a, b, method=method, tol=1e-12, max_iter=100_000, **kw)
+    assert r32.converged and r32.status == "converged"
+    assert np.abs(r32.plan - r64.plan).sum() < 2e-4
+
+
+def test_placeholder_costs_on_forbidden_pairs_are_not_a_resolution_error(rng):
+    # a cost of 1e6 on forbidden pairs (POT's way) carries no mass: an
+    # unconverged solve warns as before (the resolution check had raised)
+    C = _cosine_cost(rng, 60, 50).astype(np.float32)
+    forbid = rng.random(C.shape) < 0.2
+    big = np.where(forbid, np.float32(1e6), C)
+    with pytest.warns(ConvergenceWarning):
+        res = so.solve(big, reg=0.05, unbalanced=1.0, max_iter=10)
+    ref = so.solve(C, reg=0.05, unbalanced=1.0, max_iter=10, mask=~forbid)
+    np.testing.assert_allclose(res.plan, ref.plan, atol=1e-7)
+
+
 def _host_syncs(monkeypatch):
     """Count tensor -> Python conversions (each one a host synchronisation on a
     GPU) from now on."""
