@@ -54,11 +54,15 @@ class OTResult:
         ``"partial"``) does not report its count: 0, or ``max_iter`` when it
         ran out.
     converged : bool
-        False when ``max_iter`` was reached before the tolerance, when a
-        ``"sparse"`` plan misses its marginals, or when ``tol`` is below the
+        False when ``max_iter`` was reached before the tolerance
+        (``status="max_iter reached"``), when a ``"sparse"`` plan misses its
+        marginals (``"marginals not met"``), when ``tol`` is below the
         rounding of a closed-form plan (``"rows"``, ``"cols"``, ``"total"``)
-        (``status`` says which; a
-        :class:`~sklearn.exceptions.ConvergenceWarning` was emitted).
+        or below what the potentials of a relaxed, box or inequality solve
+        resolve, every update having rounded away (``"tol below rounding"``),
+        or when entropic FGW stopped with an unconverged inner solve
+        (``"inner solve not converged"``); a
+        :class:`~sklearn.exceptions.ConvergenceWarning` was emitted.
     method : str
         Name of the method that produced the result.
     err : float
