@@ -470,14 +470,15 @@ def solve_sample(
                     f"{eps:.3g}, largest cost / reg = {big / eps:.3g}); please "
                     "report this with the inputs")
             if err < tol:
-                # unbalanced: the change reads in units of eps; one rounding
-                # step of the largest potential must be below tol for it to
-                # mean anything (float32, rho / reg 5e4, masses 1 and 1.3:
-                # err 0.0, "converged", 7.5e-4 (L1) off the float64 plan)
+                # unbalanced, as skot.ot.solve: every update rounded away (the
+                # change reads exactly 0) while one rounding step of the
+                # largest potential, in units of eps, is above tol: a fixed
+                # point of the rounding (float32, rho / reg 5e4, masses 1 and
+                # 1.3: err 0.0, "converged", 7.5e-4 (L1) off the float64 plan)
                 floor = 0.0 if balanced else torch.finfo(Xa.dtype).eps * max(
                     float(f.abs().max()), float(g.abs().max())) / eps
-                if floor >= tol:
-                    err, stalled = max(err, floor), True
+                if err == 0.0 and floor >= tol:
+                    err, stalled = floor, True
                     break
                 converged = True
                 break
@@ -487,8 +488,9 @@ def solve_sample(
                 exact=False))
         if stalled:
             warnings.warn(
-                f"skot.ot.solve_sample stopped after {it} iterations: one rounding "
-                f"step of its potentials (in {Xa.dtype}, at reg={eps:g}) is "
+                f"skot.ot.solve_sample stopped after {it} iterations: every update "
+                "rounded away, while one rounding step of its potentials (in "
+                f"{Xa.dtype}, at reg={eps:g}) is "
                 f"{err:.3g} in units of reg, above tol={tol:g}, so the iterations "
                 "cannot resolve tol (large potentials: a large unbalanced weight "
                 "with unequal masses); loosen tol"

@@ -375,10 +375,10 @@ def sinkhorn_core(
     plan : tensor (B, n, m)
         The plan in the solver's own frame (no graph), consistent with ``err``.
     stalled : bool
-        Stopped before ``max_iter`` without converging: the change of the
-        marginals read below ``tol``, but one rounding step of the potentials
-        moves more than ``tol`` (relaxed, box and inequality sides; ``err``
-        is then that rounding step).
+        Stopped before ``max_iter`` without converging: every update rounded
+        away (the change read exactly 0) while one rounding step of the
+        relaxed, box or inequality sides' potentials changes the plan by
+        ``tol`` or more (``err`` is then that relative rounding step).
     """
     B, n, m = C.shape
     dtype = C.dtype

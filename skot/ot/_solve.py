@@ -474,10 +474,12 @@ def solve_gromov(
         Sinkhorn iterations per linearisation (``method="fgw"``).
     inner_tol : float, default=None
         Marginal tolerance of each linearisation's Sinkhorn solve (warm-started
-        from the previous one); a training loss can use 1e-4. None:
-        :func:`solve`'s default ``tol`` for each linearised cost G (1e-9 in
-        float64; in float32 its rounding, max(1e-6, eps max|G| / reg), at
-        most 1e-3).
+        from the previous one); a training loss can use 1e-4. None: 1e-9 in
+        float64; in float32, 1e-6 or a tenth of :func:`solve`'s default
+        ``tol`` for each linearised cost G (its rounding eps max|G| / reg),
+        whichever is larger. An inner solve at this default that stops because
+        every update rounded away (status ``"tol below rounding"``) counts as
+        converged: it reached what the dtype resolves.
 
     Returns
     -------
