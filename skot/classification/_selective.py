@@ -70,8 +70,10 @@ class SelectiveOTClassifier(BaseOTClassifier):
         Entropic regularisation :math:`\varepsilon_s` of the partial problem.
     reject_label : int or str, default=-1
         Label of the abstained rows.
-    reg : float > 0, default=0.01
+    reg : float > 0 or None, default=0.01
         Entropic regularisation of the class posterior (CLIP logit scale 1/reg).
+        None: unregularised, with ``solver="exact"`` (an entropic solver then
+        fails in ``fit`` with a ``ValueError``).
     solver : str or OTSolver, default="sinkhorn"
         Solver of the class-posterior problem (see :class:`FGWZeroShotClassifier`).
         Methods that need an option this class has no parameter for
@@ -105,6 +107,10 @@ class SelectiveOTClassifier(BaseOTClassifier):
     ----------
     classes_ : ndarray of shape (n_classes,)
     class_embeddings_ : ndarray of shape (n_classes, n_features) or None
+    class_prior_ : ndarray of shape (n_classes,) or None
+        The class marginal of the posterior problem (in the order of
+        ``classes_``, summing to 1); None when the classes are free or the
+        prior is estimated per batch.
     estimator_ : fitted classifier or None
     n_features_in_ : int
 

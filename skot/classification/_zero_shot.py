@@ -38,7 +38,7 @@ class FGWZeroShotClassifier(BaseOTClassifier):
     cosine similarity graphs (the structure term of fused Gromov-Wasserstein,
     scaled so that ``alpha`` is in cost units for any batch size and number of
     classes) and :math:`\pi` the class prior. Its gradient in P is the
-    linearised cost :math:`C - \alpha \bar A (nP) \bar B` that each of the
+    linearised cost :math:`C - \alpha \bar A (nP) \bar B / n` that each of the
     ``n_outer`` entropic solves uses: ``alpha`` weighs the structure term of
     that cost (OT-CLIP's parametrisation), which is half the weight of the
     quadratic term in the objective.
@@ -65,8 +65,11 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         ``class_embeddings_`` and ``class_prior_`` follow that order.
     alpha : float >= 0, default=0.0
         Weight of the structure (fused Gromov) term, in cost units.
-    reg : float > 0, default=0.01
-        Entropic regularisation ε (CLIP's logit scale 100 is ε = 0.01).
+    reg : float > 0 or None, default=0.01
+        Entropic regularisation ε (CLIP's logit scale 100 is ε = 0.01). None:
+        unregularised OT, with ``solver="exact"`` (or with no class prior:
+        each row to its cheapest class); an entropic solver with a class
+        prior then fails in ``fit`` with a ``ValueError``.
     solver : str or OTSolver, default="sinkhorn"
         Linear OT solver used when a class prior is set: ``"sinkhorn"``,
         ``"exact"``, ``"dbot"`` (column sums in a box around the prior),
@@ -109,6 +112,10 @@ class FGWZeroShotClassifier(BaseOTClassifier):
     classes_ : ndarray of shape (n_classes,)
     class_embeddings_ : ndarray of shape (n_classes, n_features)
         L2-normalised class embeddings (or few-shot prototypes).
+    class_prior_ : ndarray of shape (n_classes,) or None
+        The column marginal used by ``predict`` (in the order of
+        ``classes_``, summing to 1); None when the classes are free or the
+        prior is estimated per batch (``class_prior="estimate"``).
     n_features_in_ : int
 
     Notes

@@ -168,7 +168,7 @@ def load_embedding_shards(folder, *, modalities=("img", "text"), metadata=True):
         if per_shard and [len(f) for f in frames] != per_shard[0]:
             raise ValueError(
                 f"metadata rows per shard {[len(f) for f in frames]} do not match the "
-                f"embeddings {per_shard[0]}"
+                f"embeddings' {per_shard[0]} in {folder}"
             )
         out.metadata = pd.concat(frames, ignore_index=True)
     return out

@@ -326,8 +326,9 @@ def solve_sample(
 
     (KL penalties :math:`\rho\,\mathrm{KL}(P1 \| a) + \rho\,\mathrm{KL}(P^\top 1\|b)`
     instead of the constraints when ``unbalanced`` is set). Same problem, iteration
-    and results as ``skot.ot.solve(sample_cost(X_a, X_b, metric), a, b, reg=reg,
-    geometry="log")``; memory O((n + m) d + batch_size x m).
+    and results as ``skot.ot.solve(M, a, b, reg=reg, geometry="log")`` on the full
+    n x m cost matrix M of the features (for ``"sqeuclidean"``, POT's
+    ``ot.dist(X_a, X_b)``); memory O((n + m) d + batch_size x m).
 
     Parameters
     ----------

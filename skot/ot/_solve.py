@@ -139,9 +139,10 @@ def solve(
         Entropic term: ``KL(P | a b^T)`` or the negative entropy of P.
     unbalanced : float, pair of floats or None
         KL marginal relaxation ρ (``inf`` on one side = semi-relaxed). A ρ
-        above ``1e10 * reg`` is solved as a hard constraint (its plan is then
-        within 1e-9, L1, of the relaxed one; the relaxed iterations would lose
-        the potentials to rounding).
+        above ``1e10 * reg`` in float64 (``1e6 * reg`` in float32) is solved as
+        a hard constraint (its plan is then within about reg / ρ, L1, of the
+        relaxed one; the relaxed iterations would lose the potentials to
+        rounding).
     unbalanced_type : {"KL"}, default="KL"
     mass : float or None
         Total transported mass (``method="partial"``, ``"total"``).

@@ -139,6 +139,15 @@ def test_shards_pair_up_by_number(tmp_path):
         tmp_path / "metadata" / "metadata_3.parquet")
     with pytest.raises(ValueError, match="metadata shard numbers"):
         load_embedding_shards(tmp_path)
+    (tmp_path / "metadata" / "metadata_3.parquet").rename(
+        tmp_path / "metadata" / "metadata_1.parquet")
+    # metadata rows that do not match a shard's embeddings: the message names
+    # the counts and the folder
+    pd.DataFrame({"caption": ["only one"]}).to_parquet(
+        tmp_path / "metadata" / "metadata_1.parquet")
+    with pytest.raises(ValueError, match=r"\[2, 1\] do not match the embeddings' "
+                       r"\[2, 2\] in .*" + tmp_path.name):
+        load_embedding_shards(tmp_path)
     # one modality given as a plain string
     d = load_embedding_shards(tmp_path, modalities="img", metadata=False)
     assert d.img.shape == (4, 5) and "text" not in d
