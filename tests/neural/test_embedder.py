@@ -48,13 +48,69 @@ def test_mix_is_read_at_transform_time(pairs):
     z_head = emb.set_params(mix=1.0).transform(X)
     assert np.abs(z_head - Xn).max() > 1e-2  # the head was trained
     # in between: normalize((1 - mix) x + mix head(x)), the default included
-    m = OTContrastiveEmbedder().mix
+    # (mix="auto": 0.075 here, both heads starting at the identity)
+    assert OTContrastiveEmbedder().mix == "auto"
+    m = 0.075
     mixed = (1 - m) * Xn + m * z_head
     mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
     np.testing.assert_allclose(z_default, mixed, atol=1e-5)
     mixed = 0.7 * Xn + 0.3 * z_head
     mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
     np.testing.assert_allclose(emb.set_params(mix=0.3).transform(X), mixed, atol=1e-5)
+
+
+@pytest.mark.parametrize("widths", [(16, 16, 8), (16, 12, None)])
+def test_auto_mix_is_the_heads_alone_without_a_shared_start(pairs, widths):
+    # n_components below the width (a truncation) or X and Y of different
+    # widths: the heads' fixed start is no shared space, and mix="auto" is 1
+    # (at 0.075 the truncation dominated: 11% zero-shot accuracy on Cars at
+    # n_components=32, 51% with the heads alone)
+    X, Y = pairs
+    dx, dy, k = widths
+    X, Y = X[:, :dx], Y[:, :dy]
+    emb = OTContrastiveEmbedder(n_components=k, max_epochs=2, lr=1e-2,
+                                random_state=0).fit(X, Y)
+    assert emb._mix() == 1.0
+    z_auto = emb.transform(X, Y)
+    z_one = emb.set_params(mix=1.0).transform(X, Y)
+    z_small = emb.set_params(mix=0.075).transform(X, Y)
+    for a, b, c in zip(z_auto, z_one, z_small, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert np.abs(a - c).max() > 1e-2
+    # the same widths throughout: 0.075
+    emb = OTContrastiveEmbedder(max_epochs=1, random_state=0).fit(*pairs)
+    assert emb._mix() == 0.075
+
+
+@pytest.mark.parametrize("loss, solver", [
+    ("iot", "exact"), ("iot", "unbalanced"), ("unbalanced", "dbot"),
+    ("fgw", "sinkhorn_typo"), ("infonce", "partial"), ("dbot", "fgw")])
+def test_solver_name_not_of_the_loss_is_refused(pairs, loss, solver):
+    # a solver name the loss does not solve had been ignored: a grid search
+    # over solver names scored identical fits
+    from skot.ot import OTSolver, available_methods
+
+    X, Y = pairs
+    est = OTContrastiveEmbedder(loss, solver=solver, max_epochs=1)
+    if solver not in available_methods():
+        with pytest.raises(ValueError, match="solver"):
+            est.fit(X, Y)
+        return
+    with pytest.raises(ValueError, match=rf"solver='{solver}' does not apply to "
+                       rf"loss='{loss}'"):
+        est.fit(X, Y)
+    with pytest.raises(ValueError, match=rf"solver=OTSolver\('{solver}'"):
+        est.set_params(solver=OTSolver(solver, grad="envelope")).fit(X, Y)
+
+
+@pytest.mark.parametrize("loss, solver", [
+    ("iot", "sinkhorn"), ("iot_total", "total"), ("unbalanced", "unbalanced"),
+    ("dbot", "dbot"), ("ufgw", "fgw"), ("infonce", "rows"), ("ncu", "sinkhorn")])
+def test_the_losses_own_solver_name_is_accepted(pairs, loss, solver):
+    X, Y = pairs
+    emb = OTContrastiveEmbedder(loss, solver=solver, max_epochs=1, random_state=0)
+    ref = OTContrastiveEmbedder(loss, max_epochs=1, random_state=0)
+    np.testing.assert_array_equal(emb.fit(X, Y).transform(X), ref.fit(X, Y).transform(X))
 
 
 @pytest.mark.parametrize("loss", ["infonce", "iot", "unbalanced", "ncu"])
