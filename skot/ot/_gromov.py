@@ -415,8 +415,9 @@ def fgw_objective(M, Ca, Cb, P, alpha):
     value : torch.Tensor of shape () or (B,)
         :math:`E(P)`, one per problem.
     value_linear : torch.Tensor of shape () or (B,)
-        The linear term :math:`\langle M, P \rangle` alone (without the
-        factor :math:`1 - \alpha`).
+        The linear part :math:`(1 - \alpha) \langle M, P \rangle` of
+        :math:`E(P)` (POT's ``value_linear``; it was :math:`\langle M, P
+        \rangle`, without the factor, until 2026-11-28).
 
     Examples
     --------
@@ -428,9 +429,9 @@ def fgw_objective(M, Ca, Cb, P, alpha):
     >>> float(value), float(value_linear)
     (0.0, 0.0)
     """
-    lin = _pair(M, P)
+    lin = (1 - alpha) * _pair(M, P)
     quad = (_gw_tensor(Ca, Cb, P) * P).sum((-2, -1))
-    return (1 - alpha) * lin + alpha * quad, lin
+    return lin + alpha * quad, lin
 
 
 def _inner_tol(G, reg):

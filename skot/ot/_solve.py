@@ -487,7 +487,11 @@ def solve_gromov(
     result : OTResult
         ``value`` is the FGW objective without the entropic term; with
         ``unbalanced``, plus the marginal penalties (generalised KL, as in
-        :func:`solve`).
+        :func:`solve`). ``value_linear`` is its linear part
+        :math:`(1 - \alpha) \langle M, P \rangle`, as POT's (the exact
+        solver's ``value`` and ``value_linear`` equal POT's). POT's entropic
+        ``value`` also counts the entropic term: it is ``value + reg * sum(P log
+        P)`` for its ``reg_type="entropy"``.
     """
     return _solve_gromov(
         Ca, Cb, M, a, b, alpha=alpha, reg=reg, reg_type=reg_type, loss=loss,

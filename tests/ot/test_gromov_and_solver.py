@@ -31,6 +31,31 @@ def test_exact_fgw_matches_pot(rng, alpha):
     np.testing.assert_allclose(res.plan.sum(1), a, atol=1e-8)
 
 
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 0.9])
+def test_values_follow_pots_solve_gromov(rng, alpha):
+    # value_linear is the linear part (1 - alpha) <M, P> of the objective, as
+    # POT's (it was <M, P> without the factor); exact FGW: value and plan as
+    # POT's for the same arguments; entropic: POT's value adds the entropic
+    # term reg sum P log P (its reg_type="entropy"), documented
+    Ca, Cb, M = _graphs(rng)
+    res, ref = so.solve_gromov(Ca, Cb, M, alpha=alpha), ot.solve_gromov(
+        Ca, Cb, M, alpha=alpha)
+    np.testing.assert_allclose(res.plan, ref.plan, atol=1e-12)
+    assert res.value == pytest.approx(ref.value, rel=1e-10)
+    assert res.value_linear == pytest.approx(ref.value_linear, rel=1e-10)
+    assert res.value_linear == pytest.approx((1 - alpha) * (M * res.plan).sum())
+    reg = 0.05
+    res = so.solve_gromov(Ca, Cb, M, alpha=alpha, reg=reg, reg_type="entropy",
+                          max_iter=500, tol=1e-10)
+    ref = ot.solve_gromov(Ca, Cb, M, alpha=alpha, reg=reg, max_iter=500, tol=1e-10)
+    P = ref.plan
+    t = lambda x: torch.tensor(x)  # noqa: E731
+    value, lin = so.fgw_objective(t(M), t(Ca), t(Cb), t(P), alpha)
+    assert float(lin) == pytest.approx(ref.value_linear, rel=1e-10)
+    assert float(value) + reg * (P * np.log(P)).sum() == pytest.approx(ref.value,
+                                                                       rel=1e-8)
+
+
 @pytest.mark.parametrize("alpha", [0.2, 0.5])
 @pytest.mark.parametrize("reg", [0.05, 0.01])
 def test_entropic_fgw_no_worse_than_pot(rng, alpha, reg):
