@@ -15,6 +15,8 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import (
+    _generate_get_feature_names_out,
+    _num_samples,
     check_array,
     check_is_fitted,
     column_or_1d,
@@ -137,7 +139,19 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     Like SKADA's adapters, ``fit`` and ``transform`` request ``sample_domain``
     by default under scikit-learn's metadata routing, so
     ``skada.make_da_pipeline`` (and any routing-enabled pipeline) passes it on
-    without ``set_fit_request``/``set_transform_request`` calls.
+    without ``set_fit_request``/``set_transform_request`` calls. Stacked
+    source and target rows belong in ``skada.make_da_pipeline``, which drops
+    the unlabelled target rows before the final estimator: a plain
+    scikit-learn ``Pipeline`` trains it on every row, the target rows with
+    their label -1 included. In a plain ``Pipeline``, fit on the labelled
+    source rows only and pass the targets as ``X_target`` (see the user
+    guide).
+
+    With ``X_target`` the output is in the target space: ``transform`` takes
+    target rows (``sample_domain=None`` or < 0) of ``n_features_target_``
+    columns and returns them unchanged, source rows (> 0) of
+    ``n_features_in_`` columns and maps them, and ``get_feature_names_out``
+    names the ``n_features_target_`` output columns.
 
     Parameters
     ----------
@@ -189,9 +203,17 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         :math:`\hat I` of the fitted plan.
     n_iter_ : int
     n_features_in_ : int
+        Width of the rows of ``X`` in ``fit``: of the source rows, which
+        ``transform_source`` and ``transform`` (``sample_domain > 0``) take.
+    n_features_target_ : int
+        Width of the target rows: ``n_features_in_`` when source and target
+        rows are stacked in ``X``, the width of ``X_target`` otherwise; the
+        width of the output and of the target rows ``transform`` takes.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Defined only when ``X`` has string feature names; ``transform`` keeps
-        the input features (see ``get_feature_names_out``).
+        Defined only when ``X`` has string feature names. With stacked rows
+        ``transform`` keeps the input features; with ``X_target`` the output
+        columns are ``infootaligner0``, ``infootaligner1``, ... (see
+        ``get_feature_names_out``).
 
     Examples
     --------
@@ -343,7 +365,44 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.hx_, self.hy_ = self.bandwidth_source_, self.bandwidth_target_
         self.mutual_information_ = float(mutual_information(Kx, Ky, plan))
         self.n_iter_ = n_iter
+        self.n_features_target_ = Xt.shape[1]
+        self._fused = fused  # False: X_target given, the output is the target space
         return self
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output features.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Names of the input (source) features, checked against
+            ``feature_names_in_`` as scikit-learn does.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            With stacked source and target rows, the input features (the
+            output is in the shared space). With ``X_target``, the
+            ``n_features_target_`` names ``infootaligner0``,
+            ``infootaligner1``, ... of the target space.
+        """
+        check_is_fitted(self, "n_features_target_")
+        if self._fused:
+            return super().get_feature_names_out(input_features)
+        return _generate_get_feature_names_out(
+            self, self.n_features_target_, input_features=input_features)
+
+    def _check_target_rows(self, X):
+        """Validate target rows in the X_target mode: ``n_features_target_`` wide."""
+        X = check_array(X, dtype=[np.float64, np.float32], input_name="X")
+        if X.shape[1] != self.n_features_target_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but InfoOTAligner is expecting "
+                f"{self.n_features_target_} features for target rows (sample_domain "
+                "None or < 0: the width of X_target in fit); source rows "
+                f"(sample_domain > 0) have {self.n_features_in_}"
+            )
+        return X
 
     def conditional_score(self, X):
         """Retrieval scores of source rows over the fitted target rows.
@@ -442,6 +501,9 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Source rows have ``n_features_in_`` columns, target rows
+            ``n_features_target_`` (the same number unless ``fit`` got
+            ``X_target``).
         sample_domain : array-like of shape (n_samples,), default=None
             > 0 source, < 0 target; None means every row is a target row
             (SKADA's inference-time default), returned unchanged. Requested by
@@ -449,18 +511,24 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        X_out : ndarray of shape (n_samples, n_features)
+        X_out : ndarray of shape (n_samples, n_features_target_)
 
         Raises
         ------
         ValueError
             If ``sample_domain`` does not have one finite, non-zero entry per row,
-            or (as :meth:`transform_source`) a source row's distance to every
-            fitted source row overflows its dtype.
+            if ``X`` is not as wide as its rows' domain (``n_features_in_`` for
+            source rows, ``n_features_target_`` for target rows), if
+            ``sample_domain`` mixes source and target rows while their widths
+            differ (``fit`` with ``X_target``), or (as
+            :meth:`transform_source`) a source row's distance to every fitted
+            source row overflows its dtype.
         TypeError
             If ``sample_domain`` does not hold numbers.
         """
         check_is_fitted(self)
+        if not self._fused:
+            return self._transform_across_spaces(X, sample_domain)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         if sample_domain is None:
             return X
@@ -468,10 +536,32 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         out = X.copy()
         src = sd > 0
         if src.any():
-            if self.X_target_.shape[1] != X.shape[1]:
-                raise ValueError("source and target spaces differ (X_target was "
-                                 "used); call transform_source instead")
             out[src] = self._transform_source(X[src])
+        return out
+
+    def _transform_across_spaces(self, X, sample_domain):
+        """:meth:`transform` after ``fit`` with ``X_target``: target rows are
+        ``n_features_target_`` wide, source rows ``n_features_in_``."""
+        if sample_domain is None:
+            return self._check_target_rows(X)
+        sd = _check_sample_domain(sample_domain, _num_samples(X))
+        src = sd > 0
+        if not src.any():
+            return self._check_target_rows(X)
+        if src.all():
+            X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+            return self._transform_source(X)
+        if self.n_features_in_ != self.n_features_target_:
+            raise ValueError(
+                f"sample_domain marks {int(src.sum())} source (> 0) and "
+                f"{int((~src).sum())} target (< 0) rows, but after fit with X_target "
+                f"source rows have {self.n_features_in_} features and target rows "
+                f"{self.n_features_target_}, so one X cannot hold both; transform "
+                "them in separate calls"
+            )
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        out = X.copy()
+        out[src] = self._transform_source(X[src])
         return out
 
     def fit_transform(self, X, y=None, *, sample_domain=None, X_target=None):
@@ -491,7 +581,7 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        X_out : ndarray of shape (n_samples, n_features) or (n_samples, n_features_target)
+        X_out : ndarray of shape (n_samples, n_features_target_)
             ``X`` with its source rows mapped into the target domain (with
             ``X_target``: every row mapped, in the target space). Without
             ``sample_domain``, the source rows are those ``fit`` found: the

@@ -147,6 +147,91 @@ def test_plain_infoot_across_spaces(rng):
     np.testing.assert_allclose(al.plan_.sum(1), 1 / 60, atol=1e-6)
 
 
+def _across_spaces(rng):
+    """A 2-d labelled source and the same shift seen in a 7-d target space."""
+    Xs, ys, Xt, yt = _shift(rng)
+    Yt = np.c_[Xt, rng.normal(size=(60, 5)) * 0.1]
+    return Xs, ys, Yt, yt
+
+
+def test_across_spaces_output_is_named_and_sized_by_the_target(rng):
+    import sklearn
+
+    pd = pytest.importorskip("pandas")
+    Xs, ys, Yt, _ = _across_spaces(rng)
+    al = InfoOTAligner().fit(Xs, ys, X_target=Yt)
+    assert (al.n_features_in_, al.n_features_target_) == (2, 7)
+    names = [f"infootaligner{i}" for i in range(7)]
+    np.testing.assert_array_equal(al.get_feature_names_out(), names)
+    np.testing.assert_array_equal(al.get_feature_names_out(["x0", "x1"]), names)
+    with pytest.raises(ValueError, match="input_features"):
+        al.get_feature_names_out(["a", "b", "c"])  # checked against the source
+    # set_output sizes the frame by the output (it used to name 2 columns)
+    with sklearn.config_context(enable_metadata_routing=False):
+        out = InfoOTAligner().set_output(transform="pandas").fit_transform(
+            pd.DataFrame(Xs, columns=["u", "v"]), ys, X_target=Yt)
+    assert isinstance(out, pd.DataFrame) and list(out.columns) == names
+    np.testing.assert_allclose(out.to_numpy(), al.transform_source(Xs), atol=1e-12)
+    # stacked rows keep the input names (unchanged)
+    sd = np.r_[np.ones(60, int), -np.ones(60, int)]
+    fused = InfoOTAligner().fit(np.vstack([Xs, Yt[:, :2]]), sample_domain=sd)
+    assert fused.n_features_target_ == 2
+    np.testing.assert_array_equal(fused.get_feature_names_out(), ["x0", "x1"])
+
+
+def test_across_spaces_pipeline_predicts_target_rows(rng):
+    import sklearn
+
+    Xs, ys, Yt, yt = _across_spaces(rng)
+    with sklearn.config_context(enable_metadata_routing=False):
+        pipe = make_pipeline(InfoOTAligner(), KNeighborsClassifier(1))
+        pipe.fit(Xs, ys, infootaligner__X_target=Yt)
+        pred = pipe.predict(Yt)  # target rows, 7 wide: returned unchanged
+    al = pipe[0]
+    np.testing.assert_array_equal(al.transform(Yt), Yt)
+    np.testing.assert_array_equal(
+        al.transform(Yt[:5], sample_domain=-np.ones(5, int)), Yt[:5])
+    knn = KNeighborsClassifier(1).fit(al.transform_source(Xs), ys)
+    np.testing.assert_array_equal(pred, knn.predict(Yt))
+    assert set(pred) <= set(ys)  # trained on the source labels only
+
+
+def test_across_spaces_transform_maps_source_rows(rng):
+    Xs, ys, Yt, _ = _across_spaces(rng)
+    al = InfoOTAligner().fit(Xs, ys, X_target=Yt)
+    # source rows (sample_domain > 0) are mapped, as transform_source does
+    out = al.transform(Xs[:5], sample_domain=np.ones(5, int))
+    assert out.shape == (5, 7)
+    np.testing.assert_allclose(out, al.transform_source(Xs[:5]), atol=1e-12)
+    # equal widths but separate spaces: a mixed sample_domain still works
+    eq = InfoOTAligner().fit(Xs, X_target=Yt[:, :2] * 2.0)
+    mixed = np.vstack([Xs[:3], Yt[:3, :2]])
+    out = eq.transform(mixed, sample_domain=np.r_[1, 1, 1, -1, -1, -1])
+    np.testing.assert_allclose(out[:3], eq.transform_source(Xs[:3]), atol=1e-12)
+    np.testing.assert_array_equal(out[3:], Yt[:3, :2])
+
+
+def test_across_spaces_widths_are_checked_per_domain(rng):
+    Xs, ys, Yt, _ = _across_spaces(rng)
+    al = InfoOTAligner().fit(Xs, ys, X_target=Yt)
+    # target rows must be X_target's width (they used to pass unchecked)
+    with pytest.raises(ValueError, match=r"X has 2 features.*expecting 7.*target"):
+        al.transform(Xs)
+    with pytest.raises(ValueError, match=r"X has 2 features.*expecting 7"):
+        al.transform(Xs, sample_domain=-np.ones(60, int))
+    # source rows must be the source's width
+    with pytest.raises(ValueError, match=r"X has 7 features.*expecting 2"):
+        al.transform(Yt, sample_domain=np.ones(60, int))
+    with pytest.raises(ValueError, match=r"X has 7 features.*expecting 2"):
+        al.transform_source(Yt)
+    # one X cannot hold 2-d source and 7-d target rows
+    with pytest.raises(ValueError, match=r"sample_domain marks 3 source .* and 3 "
+                                         r"target .*2 features.* 7"):
+        al.transform(np.zeros((6, 7)), sample_domain=np.r_[1, 1, 1, -1, -1, -1])
+    with pytest.raises(ValueError, match=r"sample_domain has shape \(5,\)"):
+        al.transform(Yt, sample_domain=-np.ones(5, int))
+
+
 def test_label_penalty_and_y_minus_one_targets(rng):
     Xs, ys, Xt, _ = _shift(rng)
     X = np.vstack([Xs, Xt])
