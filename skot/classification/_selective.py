@@ -179,6 +179,11 @@ class SelectiveOTClassifier(BaseOTClassifier):
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,), default=None
+            Labels: required for few-shot fitting and to fit an unfitted
+            ``estimator``. With ``class_embeddings`` (zero-shot) y is optional
+            and not learned from, but its labels must be among the classes
+            (``classes``, or ``0..n_classes-1`` when it is None): a
+            ``ValueError`` names those that are not.
 
         Returns
         -------
