@@ -70,5 +70,6 @@ def test_from_estimator_on_a_pipeline_uses_the_final_selection_score(rng, first)
     assert disp.aurc != pytest.approx(msp)
     # nested and with a passthrough step: the same curve
     nested = make_pipeline("passthrough", pipe)
-    assert RiskCoverageDisplay.from_estimator(nested, X, y, plot=False).aurc == disp.aurc
+    again = RiskCoverageDisplay.from_estimator(nested, X, y, plot=False)
+    assert again.aurc == disp.aurc
 
