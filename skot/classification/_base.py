@@ -10,7 +10,12 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    check_array,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
 from .._backend import as_tensor, resolve_device, to_numpy, unit_rows
 from ..ot import OTSolver, available_methods, get_solver
@@ -102,6 +107,7 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
                 y = np.asarray(y)
                 if len(y) != len(X):
                     raise ValueError(f"X has {len(X)} samples but y has {len(y)}")
+                self._check_zero_shot_y(y)
             return X, y
         self._class_order = None
         if y is None:
@@ -123,6 +129,41 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.class_embeddings_ = _normalize(protos).astype(X.dtype, copy=False)
         return X, y
+
+    def _check_zero_shot_y(self, y):
+        """Zero-shot ``fit`` does not learn from ``y``, but a ``y`` with labels
+        outside the classes means ``classes`` does not name the class
+        embeddings as ``y`` does (``score`` would then be 0 with no hint):
+        refuse it, naming a few of those labels and the classes."""
+        y = column_or_1d(y, warn=True)
+        known = set(self.classes_.tolist())
+        unknown = []
+        for label in dict.fromkeys(y.tolist()):
+            try:
+                found = label in known
+            except TypeError:  # unhashable
+                found = False
+            if not found:
+                unknown.append(label)
+        if unknown:
+            try:
+                unknown = sorted(unknown)
+            except TypeError:  # labels of several types: first-seen order
+                pass
+            shown = ", ".join(repr(v) for v in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            k = len(self.classes_)
+            names = ", ".join(repr(c) for c in self.classes_[:10].tolist())
+            names += ", ..." if k > 10 else ""
+            given = ("classes=None, i.e. the row indices 0..n_classes-1 of "
+                     "class_embeddings" if self.classes is None else "classes")
+            raise ValueError(
+                f"y has {len(unknown)} label(s) that are not among the {k} classes "
+                f"({given}): {shown}{more}; classes_ = [{names}]. With "
+                "class_embeddings given (zero-shot) fit does not learn from y, "
+                "but predict can only return these classes: pass classes= with "
+                "the labels of y, one per row of class_embeddings, or fit without y"
+            )
 
     def _fit_prior(self):
         """Set ``class_prior_``: None (free classes, or ``"estimate"`` at predict

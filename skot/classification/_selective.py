@@ -118,6 +118,29 @@ class SelectiveOTClassifier(BaseOTClassifier):
     -----
     Transductive: which rows are kept depends on the whole batch.
 
+    ``selection_score`` depends on ``coverage`` (the mass of the partial
+    problem) through its values, not through its ranking. The classes are
+    never capped (the transported mass :math:`c \le 1`), so each row's mass
+    is :math:`\min(1, \kappa_c \sum_j p(j \mid x_i)^{1/\varepsilon_s})` with
+    :math:`\kappa_c` increasing in :math:`c`: the larger ``coverage``, the
+    more rows read 1 (those are told apart by the uncapped mass), but rows
+    are ranked by :math:`\sum_j p(j \mid x_i)^{1/\varepsilon_s}` at every
+    coverage. So the risk-coverage curve and AURC of ``selection_score``
+    depend on ``selection_reg`` and the posterior, not on ``coverage``, which
+    only sets how many rows ``predict`` keeps. Measured on Stanford Cars CLIP
+    ViT-B/32 features (1635 val images, zero-shot with the 196 class text
+    embeddings, default parameters), in float64 and float32: AURC 0.161 at
+    coverage 0.3, 0.5, 0.8, 0.9 and 1, against 0.158 for the maximum of this
+    classifier's ``predict_proba`` and 0.191 for CLIP's max softmax.
+
+    ``score`` is the selective accuracy at ``coverage``, which falls as
+    ``coverage`` grows (same Cars data: 94.5% at 0.3, 83.7% at 0.5, 71.2%
+    at 0.8, 63.0% at 1). A :class:`~sklearn.model_selection.GridSearchCV`
+    over ``coverage`` with the default scorer therefore picks the smallest
+    coverage offered. Fix ``coverage`` by your budget (the share of rows that
+    must be labelled) and tune the other parameters, or pass ``scoring``,
+    e.g. minus the AURC of ``selection_score``.
+
     Examples
     --------
     >>> import numpy as np
@@ -179,6 +202,11 @@ class SelectiveOTClassifier(BaseOTClassifier):
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,), default=None
+            Labels: required for few-shot fitting and to fit an unfitted
+            ``estimator``. With ``class_embeddings`` (zero-shot) y is optional
+            and not learned from, but its labels must be among the classes
+            (``classes``, or ``0..n_classes-1`` when it is None): a
+            ``ValueError`` names those that are not.
 
         Returns
         -------
@@ -258,6 +286,13 @@ class SelectiveOTClassifier(BaseOTClassifier):
 
     def _select(self, p):
         """Partial OT on -log p: row masses (the selection score)."""
+        # in float64 whatever the dtype of X: the rows at the cap (mass 1) are
+        # told apart by a 1e-6 term, which float32 rounds to a few values near
+        # 1, so the kept rows tied (Cars CLIP features in float32: 616
+        # distinct scores of 1635 at coverage 0.8, AURC 0.200 against 0.161 in
+        # float64). MPS has no float64: there the ties remain
+        if p.device.type != "mps":
+            p = p.to(torch.float64)
         n, k = p.shape
         C = -torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
         a = torch.full((n,), 1.0 / n, dtype=C.dtype, device=C.device)
@@ -299,6 +334,11 @@ class SelectiveOTClassifier(BaseOTClassifier):
 
     def selection_score(self, X):
         """Confidence of each row (higher = kept first).
+
+        The row mass of the partial problem, scaled so that a row at the cap
+        reads 1, plus a term below 1e-6 (from the uncapped mass) that orders
+        the rows at the cap; computed in float64 (except on MPS). Its values
+        depend on ``coverage``, its ranking does not (see Notes).
 
         Parameters
         ----------
@@ -353,6 +393,9 @@ class SelectiveOTClassifier(BaseOTClassifier):
 
     def score(self, X, y, sample_weight=None):
         """Selective accuracy: accuracy on the kept rows.
+
+        It falls as ``coverage`` grows, so a grid search over ``coverage``
+        with this score prefers the smallest one (see Notes).
 
         Parameters
         ----------

@@ -186,7 +186,11 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         X : array-like of shape (n_samples, n_features)
             Image features (few-shot training rows; only validated for zero-shot).
         y : array-like of shape (n_samples,), default=None
-            Labels; required without ``class_embeddings``.
+            Labels; required without ``class_embeddings``. With
+            ``class_embeddings`` (zero-shot) y is optional and not learned
+            from, but its labels must be among the classes (``classes``, or
+            ``0..n_classes-1`` when it is None): a ``ValueError`` names those
+            that are not.
 
         Returns
         -------

@@ -112,14 +112,25 @@ class RiskCoverageDisplay:
                        **kwargs):
         """Curve of a fitted classifier on ``(X, y)``.
 
-        The confidence is ``estimator.selection_score(X)`` when it exists (e.g.
-        :class:`skot.SelectiveOTClassifier`, whose labels are then the plan's
-        argmax for every row), else the maximum of ``predict_proba`` (the
-        max-softmax-probability baseline).
+        The predicted label of every row is the argmax of ``predict_proba``
+        (rows a selective classifier abstains on included). The confidence is,
+        in this order:
+
+        1. ``estimator.selection_score(X)`` when the estimator has that method
+           (e.g. :class:`skot.SelectiveOTClassifier`);
+        2. for a pipeline (an object with ``steps``, such as
+           :class:`sklearn.pipeline.Pipeline`, nested ones included) whose final
+           estimator has ``selection_score``: ``X`` is transformed by the
+           preceding steps (``"passthrough"`` and None skipped) and the final
+           estimator's ``selection_score`` and ``predict_proba`` are used on
+           the result, so the curve is that of the final estimator on the
+           transformed ``X``;
+        3. otherwise the maximum of ``predict_proba`` (the
+           max-softmax-probability baseline).
 
         Parameters
         ----------
-        estimator : fitted classifier
+        estimator : fitted classifier or pipeline
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
         name : str, default=None
@@ -133,13 +144,40 @@ class RiskCoverageDisplay:
         -------
         display : RiskCoverageDisplay
         """
-        proba = estimator.predict_proba(X)
-        classes = np.asarray(estimator.classes_)
-        y_pred = classes[np.argmax(proba, axis=1)]
-        if hasattr(estimator, "selection_score"):
-            confidence = estimator.selection_score(X)
+        selective = _selective_final(estimator, X)
+        if selective is not None:
+            final, Xt = selective
+            proba = final.predict_proba(Xt)
+            classes = np.asarray(final.classes_)
+            confidence = final.selection_score(Xt)
         else:
+            proba = estimator.predict_proba(X)
+            classes = np.asarray(estimator.classes_)
             confidence = np.max(proba, axis=1)
+        y_pred = classes[np.argmax(proba, axis=1)]
         name = name if name is not None else type(estimator).__name__
         return cls.from_predictions(y, y_pred, confidence, name=name, ax=ax,
                                     plot=plot, **kwargs)
+
+
+def _ends_selective(estimator):
+    """Whether the estimator, or the final step of its (nested) pipeline, has
+    ``selection_score``."""
+    if hasattr(estimator, "selection_score"):
+        return True
+    steps = getattr(estimator, "steps", None)
+    return bool(steps) and _ends_selective(steps[-1][1])
+
+
+def _selective_final(estimator, X):
+    """``(est, Xt)``: the estimator that has ``selection_score`` and ``X`` as
+    it receives it (the estimator itself, or a pipeline's final estimator
+    after the preceding steps' ``transform``); None when there is none."""
+    if not _ends_selective(estimator):
+        return None
+    while not hasattr(estimator, "selection_score"):
+        *head, (_, estimator) = estimator.steps
+        for _, step in head:
+            if step is not None and not isinstance(step, str):  # "passthrough"
+                X = step.transform(X)
+    return estimator, X

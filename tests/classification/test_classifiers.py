@@ -524,3 +524,40 @@ def test_selective_checks_the_wrapped_predict_proba(rng, kind, match):
     for method in (sel.predict, sel.selection_score, sel.predict_proba):
         with pytest.raises(ValueError, match=match):
             method(X)
+
+
+@pytest.mark.parametrize("Est", [FGWZeroShotClassifier, SelectiveOTClassifier])
+def test_zero_shot_fit_refuses_y_outside_the_classes(rng, Est):
+    # zero-shot fit ignored y: labels that are not among classes were accepted
+    # and score(X, y) was then 0 with no hint
+    X, y, T = _clip_like(rng, n=60, k=3)
+    names = np.array(["cab", "suv", "van"])
+    with pytest.raises(ValueError, match=r"y has 3 label\(s\) that are not among the "
+                       r"3 classes \(classes\): 0, 1, 2.*'cab', 'suv', 'van'"):
+        Est(class_embeddings=T, classes=names).fit(X, y)
+    with pytest.raises(ValueError, match=r"classes=None.*'cab'"):
+        Est(class_embeddings=T).fit(X, names[y])
+    many = np.arange(60) + 10  # at most 5 shown
+    with pytest.raises(ValueError, match=r"10, 11, 12, 13, 14 and 55 more"):
+        Est(class_embeddings=T).fit(X, many)
+    # the labels of y are a subset of the classes: accepted, and score reads them
+    clf = Est(class_embeddings=T, classes=names).fit(X[y < 2], names[y[y < 2]])
+    assert clf.score(X, names[y]) > 0.5
+
+
+def test_selective_score_ranking_does_not_depend_on_coverage_in_float32(rng):
+    # the columns are never capped, so each row's mass is a monotone function
+    # of its uncapped mass: the ranking, and so the risk-coverage curve, is the
+    # same at every coverage. In float32 the rows at the cap (mass 1) tied, as
+    # the 1e-6 term that orders them is below float32's resolution near 1
+    X, y, T = _clip_like(rng, n=400, k=8)
+    X, T = X.astype(np.float32), T.astype(np.float32)
+    ref = None
+    for cov in (0.3, 0.8, 0.95, 1.0):
+        sel = SelectiveOTClassifier(T, coverage=cov, reg=0.1).fit(X)
+        score = sel.selection_score(X)
+        assert len(np.unique(score)) == len(X)  # no ties among the kept rows
+        ref = score if ref is None else ref
+        np.testing.assert_array_equal(np.argsort(-score), np.argsort(-ref))
+        labels = sel.classes_[sel.predict_proba(X).argmax(1)]
+        assert aurc(y, labels, score) == aurc(y, labels, ref)
