@@ -511,7 +511,7 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        X_out : ndarray of shape (n_samples, n_features_target_)
+        X_out : ndarray of shape (n_samples, `n_features_target_`)
 
         Raises
         ------
@@ -581,7 +581,7 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        X_out : ndarray of shape (n_samples, n_features_target_)
+        X_out : ndarray of shape (n_samples, `n_features_target_`)
             ``X`` with its source rows mapped into the target domain (with
             ``X_target``: every row mapped, in the target space). Without
             ``sample_domain``, the source rows are those ``fit`` found: the
