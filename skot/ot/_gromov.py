@@ -529,7 +529,8 @@ def _fgw_entropic(prob, opts):
             inner_opts["potentials_init"] = None if unrolled else pots
             inner_opts["tol"] = (inner_tol if inner_tol is not None
                                  else _inner_tol(G, opts["reg"]))
-            sub = Problem(G, a, b, True, False)
+            sub = Problem(G, a, b, True, False,
+                          zero_weights=getattr(prob, "zero_weights", None))
             res = _entropic(sub, inner_opts, *kinds)
             # an inner solve at the default tol that stopped on the rounding
             # of its potentials (every update rounded away) reached what the

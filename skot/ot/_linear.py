@@ -166,6 +166,19 @@ def resolution_message(eps, floor, dtype, name, exact=True):
             + (" or use method='exact'" if exact else ""))
 
 
+def _dead_sides(prob, a, b):
+    """Boolean masks (B, n), (B, m) of the zero weights of ``a`` and ``b`` (None
+    for a side without one), for :func:`sinkhorn_core`'s ``dead`` rows and
+    columns. Whether there are any comes from the weight checks'
+    synchronisation (``Problem.zero_weights``); read here when not known."""
+    flags = getattr(prob, "zero_weights", None)
+    if flags is None:
+        with torch.no_grad():
+            flags = tuple(torch.stack([(a == 0).any(), (b == 0).any()]).tolist())
+    return tuple((w.detach() == 0) if z else None for w, z in zip((a, b), flags,
+                                                                   strict=True))
+
+
 def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
     """Shared driver for the entropic family: returns an OTResult-like dict."""
     M, a, b = prob.M, prob.a, prob.b
@@ -198,6 +211,7 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
     col = _side_for(col_kind, b_s, eps, rho[1] if rho else None, box=dbox)
     ra = _tiny_log(a_s) if kl_ref else torch.zeros_like(a_s)
     rb = _tiny_log(b_s) if kl_ref else torch.zeros_like(b_s)
+    dead = _dead_sides(prob, a_s, b_s)
     logmass = None
     if total_mass is not None:
         logmass = torch.full((M.shape[0],), math.log(total_mass), dtype=M.dtype,
@@ -221,7 +235,7 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
                 Cs, eps, row, col, ra=ra, rb=rb, logmass=logmass,
                 max_iter=opts["max_iter"], tol=opts["tol"], f0=f0, g0=g0,
                 geometry=opts.get("geometry", "kernel"),
-                verbose=opts.get("verbose", False), forbid=forbid,
+                verbose=opts.get("verbose", False), forbid=forbid, dead=dead,
             )
     if not converged:
         _check_resolution(Cs, eps, plan_loop)

@@ -380,11 +380,12 @@ def _factored_problem(M, a, b, like):
     if not batched:
         stand = stand.unsqueeze(0)
     Mf = _check_low_rank(M, "M", shape[-2], stand, True, cols=shape[-1])
-    a = check_weights(a, "a", shape[-2], stand, batched)
-    b = check_weights(b, "b", shape[-1], stand, batched)
+    a, za = check_weights(a, "a", shape[-2], stand, batched)
+    b, zb = check_weights(b, "b", shape[-1], stand, batched)
     if not batched:
         a, b = a.unsqueeze(0), b.unsqueeze(0)
-    prob = Problem(Mf, a, b, batched, not isinstance(M.U, torch.Tensor))
+    prob = Problem(Mf, a, b, batched, not isinstance(M.U, torch.Tensor),
+                   zero_weights=(za, zb))
     return prob, stand
 
 

@@ -86,10 +86,13 @@ def _to_tensor(x, name, like=None):
 class Problem:
     """A validated linear OT problem: torch tensors, batched (B, n, m)."""
 
-    def __init__(self, M, a, b, batched, numpy_io):
+    def __init__(self, M, a, b, batched, numpy_io, zero_weights=None):
         self.M, self.a, self.b = M, a, b
         self.batched = batched
         self.numpy_io = numpy_io
+        # (a has a zero entry, b has one), read in the weight checks'
+        # synchronisation; None: not known (then read when needed)
+        self.zero_weights = zero_weights
 
     @property
     def shape(self):
@@ -129,11 +132,12 @@ def check_cost(M, name="M", allow_inf=False):
 
 
 def check_weights(w, name, size, M, batched):
-    """Weights of shape (size,) or (B, size); uniform when None."""
+    """Weights of shape (size,) or (B, size), uniform when None, and whether any
+    entry is 0 (read in the same host synchronisation as the checks)."""
     B = M.shape[0] if batched else None
     if w is None:
         shape = (B, size) if batched else (size,)
-        return torch.full(shape, 1.0 / size, dtype=M.dtype, device=M.device)
+        return torch.full(shape, 1.0 / size, dtype=M.dtype, device=M.device), False
     w = _to_tensor(w, name, like=M)
     expected = (size,) if not batched else (B, size)
     if batched and w.ndim == 1 and w.shape[0] == size:
@@ -143,16 +147,17 @@ def check_weights(w, name, size, M, batched):
             f"{name} has shape {tuple(w.shape)} but the cost matrix needs length "
             f"{size} (shape {expected})"
         )
-    with torch.no_grad():  # the three checks in one host synchronisation
-        nonfinite, negative, empty = torch.stack([
-            ~torch.isfinite(w).all(), (w < 0).any(), (w.sum(-1) <= 0).any()]).tolist()
+    with torch.no_grad():  # the four checks in one host synchronisation
+        nonfinite, negative, empty, zero = torch.stack([
+            ~torch.isfinite(w).all(), (w < 0).any(), (w.sum(-1) <= 0).any(),
+            (w == 0).any()]).tolist()
     if nonfinite:
         raise ValueError(f"{name} contains NaN or inf; weights must be finite")
     if negative:
         raise ValueError(f"{name} has negative entries; weights must be non-negative")
     if empty:
         raise ValueError(f"{name} sums to 0; weights need positive total mass")
-    return w
+    return w, bool(zero)
 
 
 def check_same_backend(first, *others):
@@ -175,11 +180,11 @@ def check_problem(M, a, b, *, allow_inf=False):
         check_same_backend(("M", M), ("a", a), ("b", b))
     M, numpy_io = check_cost(M, allow_inf=allow_inf)
     batched = M.ndim == 3
-    a = check_weights(a, "a", M.shape[-2], M, batched)
-    b = check_weights(b, "b", M.shape[-1], M, batched)
+    a, za = check_weights(a, "a", M.shape[-2], M, batched)
+    b, zb = check_weights(b, "b", M.shape[-1], M, batched)
     if not batched:
         M, a, b = M.unsqueeze(0), a.unsqueeze(0), b.unsqueeze(0)
-    return Problem(M, a, b, batched, numpy_io)
+    return Problem(M, a, b, batched, numpy_io, zero_weights=(za, zb))
 
 
 def check_mask(mask, M):
