@@ -1,5 +1,6 @@
 import itertools
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -174,7 +175,7 @@ def test_bad_solver_and_reg(rng):
     with pytest.raises(ValueError, match="solver"):
         WassersteinCoresetSelector(5, solver="nope").fit(X)
     with pytest.raises(ValueError, match="reg"):
-        WassersteinCoresetSelector(5, solver="sinkhorn").fit(X)
+        WassersteinCoresetSelector(5, solver="sinkhorn", reg=None).fit(X)
     with pytest.raises(ValueError, match="reg"):
         WassersteinCoresetSelector(5, solver="sinkhorn", reg=0.0).fit(X)
     with pytest.raises(ValueError, match="partial"):
@@ -525,3 +526,19 @@ def test_costs_beyond_the_dtype_raise_instead_of_hanging(rng):
     ok = WassersteinCoresetSelector(n_samples=5, metric="euclidean", random_state=0)
     np.testing.assert_array_equal(ok.fit(X).sample_indices_,
                                   clone(ok).fit(X / np.float32(1e20)).sample_indices_)
+
+
+def test_solver_names_alone_are_a_grid(rng):
+    # reg defaults to 0.05 (cost units) and "exact" ignores it: each solver
+    # name fits with the other parameters at their defaults (with reg=None
+    # the entropic entries of such a grid had failed)
+    X, y = _blobs(rng)
+    kept = {}
+    for solver in ("exact", "sinkhorn"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # and the default reg converges
+            sel = WassersteinCoresetSelector(12, solver=solver).fit(X, y)
+        kept[solver] = set(sel.sample_indices_)
+        assert len(kept[solver]) == 12 and np.isfinite(sel.objective_)
+    exact = WassersteinCoresetSelector(12, solver="exact", reg=None).fit(X, y)
+    assert set(exact.sample_indices_) == kept["exact"]
