@@ -45,7 +45,8 @@ def l2n(Z):
 # Raw features (no adapter), then one adapter per loss. ``transform(X, Y)``
 # embeds both modalities in the shared space; ``score(X, Y)`` is the mean of
 # the image-to-text and text-to-image recall@1. The heads are mixed with the
-# identity at ``transform`` (``mix=0.075``, the default), which keeps the
+# identity at ``transform`` (``mix="auto"``, the default: 0.075 here, both
+# modalities having the same width), which keeps the
 # geometry of the input features; see the user guide for what ``mix`` trades.
 # The OT loss solves one entropic OT problem per batch; at ``reg=0.01`` its
 # Sinkhorn may stop at ``max_iter`` and warn with a ConvergenceWarning; the
