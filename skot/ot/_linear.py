@@ -423,10 +423,13 @@ def _partial(prob, opts):
     mass = opts.get("mass")
     if mass is None:
         raise ValueError("method='partial' needs mass= (the total mass to transport)")
-    with torch.no_grad():
-        cap = float(torch.minimum(prob.a.sum(-1), prob.b.sum(-1)).min())
     # sums of many float32 weights round about 1e-7 n^0.5 below their total
     slack = 1e-9 if prob.a.dtype == torch.float64 else 1e-5
+    with torch.no_grad():
+        sa, sb = prob.a.sum(-1), prob.b.sum(-1)
+        cap, full_a, full_b = torch.stack([
+            torch.minimum(sa, sb).min(), (sa <= mass * (1 + slack)).all(),
+            (sb <= mass * (1 + slack)).all()]).tolist()
     if mass > cap * (1 + slack):
         raise ValueError(
             f"mass={mass!r} exceeds min(sum a, sum b) = {cap:.6g}; partial transport "
@@ -435,6 +438,13 @@ def _partial(prob, opts):
     mass = min(mass, cap)  # within rounding of the smaller side's total
     if opts["reg"] is None:
         return _pot_partial_exact(prob, opts, mass)
+    # a side whose whole mass is moved (mass = sum a) has P 1 = a: its
+    # inequality is an equality, and the total mass follows from it. Solved
+    # with the equality, the same problem converges as balanced Sinkhorn does:
+    # with both inequalities and the total mass, mass = sum a = sum b = 1 ran
+    # to max_iter (1000 iterations, error 3.7e-4 at reg 0.1)
+    if full_a or full_b:
+        return _entropic(prob, opts, "eq" if full_a else "le", "eq" if full_b else "le")
     return _entropic(prob, opts, "le", "le", total_mass=mass)
 
 

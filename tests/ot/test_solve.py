@@ -1239,3 +1239,27 @@ def test_unbalanced_without_reg_says_what_to_do():
     with pytest.raises(ValueError, match=r"reg=None; exact KL-unbalanced OT is not "
                        r"offered .* use a small reg"):
         so.solve(M, unbalanced=1.0)
+
+
+def test_partial_moving_a_whole_side_converges_as_sinkhorn(rng):
+    # mass = sum a: P 1 <= a with total mass sum a is P 1 = a. Solved with
+    # both inequalities and the total mass, mass = sum a = sum b = 1 ran to
+    # max_iter (1000 iterations, error 3.7e-4 at reg 0.1); with the equality
+    # it converges in 25 (853 to tol 1e-11 before), to the same plan
+    M = rng.random((40, 50))
+    a, b = rng.random(40), rng.random(50)
+    a, b = a / a.sum(), b / b.sum()
+    for reg in (0.1, 0.02):
+        res = so.solve(M, a, b, reg=reg, mass=1.0)
+        assert res.converged and res.n_iter < 300
+        ref = so.solve(M, a, b, reg=reg, tol=1e-12)
+        np.testing.assert_allclose(res.plan, ref.plan, atol=1e-8)
+    # one side moved whole (sum b = 1.5): POT's entropic partial (plain
+    # entropy), run long
+    m = float(a.sum())  # POT refuses a mass above sum a by a rounding
+    res = so.solve(M, a, 1.5 * b, reg=0.1, mass=m, reg_type="entropy", tol=1e-11)
+    assert res.converged and res.n_iter < 300
+    ref = ot.partial.entropic_partial_wasserstein(a, 1.5 * b, M, reg=0.1, m=m,
+                                                  numItermax=100000, stopThr=1e-14)
+    np.testing.assert_allclose(res.plan, ref, atol=1e-7)
+    np.testing.assert_allclose(res.plan.sum(1), a, atol=1e-10)
