@@ -44,7 +44,14 @@ class OTResult:
     value_linear : same type as ``value``
         The linear part ``<M, P>``.
     potentials : tuple (f, g) or None
-        Dual potentials, in cost units, shapes (n,) and (m,) (or batched).
+        Dual potentials, in cost units, shapes (n,) and (m,) (or batched):
+        the entropic plan is :math:`P_{ij} = \exp((f_i + g_j - M_{ij})/\mathrm{reg})
+        a_i b_j` (``reg_type="KL"``; without :math:`a_i b_j` for ``"entropy"``).
+        POT's ``ot.solve`` returns log-scalings instead: its ``(log_u, log_v)``
+        are ``(f / reg + log a, g / reg + log b)`` (KL) or ``(f / reg, g /
+        reg)`` (entropy), up to a constant moved between the two; convert them
+        before passing POT's potentials as ``potentials_init``. Exact OT's
+        potentials are POT's.
         Computed on first access where the solver left terms out of its
         iterations (balanced entropic FGW: the marginal term). None where the
         method has none to give: exact partial OT (solved on POT's extended
