@@ -15,7 +15,7 @@ __all__ = ["OTResult"]
 
 @dataclass(eq=False)
 class OTResult:
-    """Solution of an optimal transport problem.
+    r"""Solution of an optimal transport problem.
 
     Attributes mirror POT's :class:`ot.utils.OTResult`. When the inputs were numpy
     arrays every array attribute is a numpy array; for torch inputs they are tensors
