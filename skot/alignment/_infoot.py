@@ -349,11 +349,26 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
             C = torch.cdist(S, T)
             C = C / C.max().clamp_min(torch.finfo(C.dtype).tiny)
-        solver = get_solver(self.solver, reg=self.reg, tol=1e-7)
+        # inner tol 1e-7 in float64; in float32 the solver's default, which
+        # allows for float32's rounding (1e-7 was below it)
+        import torch
+
+        solver = get_solver(self.solver, reg=self.reg,
+                            tol=1e-7 if S.dtype == torch.float64 else None)
         with warnings.catch_warnings():
+            # the warm-started solves of the intermediate linearisation steps
+            # only move the linearisation point: the last one, whose plan is
+            # returned, is reported below
             warnings.simplefilter("ignore", ConvergenceWarning)
-            plan, n_iter, converged = solve_infoot(C, Kx, Ky, solver, lam=self.lam,
-                                                   max_iter=self.max_iter, tol=self.tol)
+            plan, n_iter, converged, last = solve_infoot(
+                C, Kx, Ky, solver, lam=self.lam, max_iter=self.max_iter, tol=self.tol)
+        if not last.converged:
+            warnings.warn(
+                f"InfoOT: the last inner OT solve, whose plan is returned, did not "
+                f"converge (error {float(last.err):.3g}, solver {solver.method!r} "
+                f"with reg={solver.reg}, tol={solver.tol}); increase reg, or the "
+                "inner budget with solver=OTSolver('sinkhorn', max_iter=...)",
+                ConvergenceWarning, stacklevel=2)
         if not converged:
             warnings.warn(
                 f"InfoOT did not converge in max_iter={self.max_iter} linearisation "

@@ -164,6 +164,11 @@ def solve_infoot(C, Kx, Ky, solver, *, lam, max_iter=50, tol=1e-6):
     plan : tensor (n, m)
     n_iter : int
     converged : bool
+        The plan moved by less than ``tol`` (L1) in the last step.
+    last : OTResult
+        The last inner solve, whose plan is returned (the caller reports its
+        non-convergence; the earlier, warm-started solves only move the
+        linearisation point).
     """
     n, m = Kx.shape[0], Ky.shape[0]
     dtype, device = Kx.dtype, Kx.device
@@ -182,5 +187,5 @@ def solve_infoot(C, Kx, Ky, solver, *, lam, max_iter=50, tol=1e-6):
         change = float((res.plan - G).abs().sum())
         G = res.plan
         if lam <= 0 or change < tol:
-            return G, it, True
-    return G, it, False
+            return G, it, True, res
+    return G, it, False, res

@@ -598,3 +598,18 @@ def test_balanced_solvers_are_accepted(rng, solver):
     Xs, _, Xt, _ = _shift(rng, n=20)
     al = _fit(InfoOTAligner(solver=solver, max_iter=3), Xs, Xt)
     np.testing.assert_allclose(al.plan_.sum(0), np.full(20, 1 / 20), atol=1e-6)
+
+
+def test_unconverged_last_inner_solve_warns(rng):
+    # the inner solves' ConvergenceWarnings are silenced during the loop (the
+    # intermediate, warm-started ones only move the linearisation point); the
+    # last one, whose plan is returned, had been silenced too: a fit whose
+    # every inner solve stopped at its budget reported nothing
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skot.ot import OTSolver
+
+    Xs, ys, Xt, _, X, y, sd = _five_d_shift(rng)
+    with pytest.warns(ConvergenceWarning, match="last inner OT solve"):
+        InfoOTAligner(solver=OTSolver("sinkhorn", reg=0.05, max_iter=2)).fit(
+            X, sample_domain=sd)
