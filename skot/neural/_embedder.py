@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from skorch.helper import SliceDict
 
-from .._backend import as_tensor, resolve_device
+from .._backend import DEVICE_CONSTRAINT, as_tensor, resolve_device
 from ..losses import LOSSES, OTContrastiveLoss
 from ..ot import OTSolver, available_methods
 from ..utils._param import Interval
@@ -165,7 +165,11 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     lr : float, default=1e-3
         AdamW learning rate.
     weight_decay : float, default=1e-4
-    device : str, default="cpu"
+    device : str, torch.device or None, default="cpu"
+        Torch device of the training and the embedding; None means ``"cpu"``.
+        Checked in ``fit``: an unknown device, ``"meta"`` (no data), or one
+        this torch build or machine lacks (``"cuda"`` without CUDA, ``"xpu"``
+        without XPU) is a ``ValueError``, never a silent fallback.
     random_state : int or None, default=None
         Seeds torch and the batch order (CPU runs are reproducible).
     verbose : int, default=0
@@ -220,7 +224,7 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         "batch_size": [Interval(Integral, 2, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "device": [str, None],
+        "device": DEVICE_CONSTRAINT,
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
