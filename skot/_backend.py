@@ -8,7 +8,8 @@ import warnings
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "to_numpy", "is_torch", "resolve_device", "unit_rows"]
+__all__ = ["as_tensor", "to_numpy", "is_torch", "resolve_device", "unit_rows",
+           "DEVICE_CONSTRAINT"]
 
 
 def is_torch(*arrays):
@@ -16,10 +17,35 @@ def is_torch(*arrays):
     return any(isinstance(x, torch.Tensor) for x in arrays)
 
 
+#: The ``_parameter_constraints`` entry of every estimator's ``device``: a
+#: string, a :class:`torch.device` or None (``"cpu"``). The value itself is
+#: checked in ``fit`` by :func:`resolve_device`. Shared: do not mutate.
+DEVICE_CONSTRAINT = [str, torch.device, None]
+
+
 def resolve_device(device):
     """Return a :class:`torch.device`, raising a clear error for unusable ones.
 
     Never falls back silently: ``device="cuda"`` without CUDA is a ``ValueError``.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        None means ``"cpu"``.
+
+    Returns
+    -------
+    device : torch.device
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not a torch device, is ``"meta"`` (no data), or names
+        a backend that this torch build or machine lacks: one whose
+        ``torch.<type>.is_available()`` is False (``"cuda"`` without CUDA,
+        ``"xpu"`` in a build without XPU) or, for a type without such a
+        function, on which torch cannot allocate; or an index beyond
+        ``torch.<type>.device_count()``.
     """
     if device is None:
         return torch.device("cpu")
@@ -27,6 +53,13 @@ def resolve_device(device):
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device={device!r} is not a valid torch device") from exc
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "meta":
+        raise ValueError(
+            f"device={device!r} has no data: skot needs a device that computes "
+            "(cpu, cuda, mps, ...)"
+        )
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was requested but CUDA is not available on this "
@@ -34,6 +67,32 @@ def resolve_device(device):
         )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r} was requested but MPS is not available")
+    module = getattr(torch, dev.type, None)
+    is_available = getattr(module, "is_available", None)
+    if not callable(is_available):
+        # a type torch parses but has no availability check for (xla, hip,
+        # vulkan, ...): a zero-size allocation says whether it can run here
+        try:
+            torch.empty(0, device=dev)
+        except Exception as exc:
+            raise ValueError(
+                f"device={device!r} is not available in this torch build; pass "
+                "device='cpu'"
+            ) from exc
+        return dev
+    if not is_available():
+        raise ValueError(
+            f"device={device!r} is not available in this torch build or on this "
+            f"machine (torch.{dev.type}.is_available() is False); pass device='cpu'"
+        )
+    device_count = getattr(module, "device_count", None)
+    if dev.index is not None and callable(device_count):
+        count = device_count()
+        if dev.index >= count:
+            raise ValueError(
+                f"device={device!r} is not available: this machine has {count} "
+                f"{dev.type} device(s), indices 0 to {count - 1}"
+            )
     return dev
 
 

@@ -23,7 +23,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from .._backend import as_tensor, resolve_device, to_numpy
+from .._backend import DEVICE_CONSTRAINT, as_tensor, resolve_device, to_numpy
 from ..ot import OTSolver, available_methods, get_solver
 from ..utils._param import Interval
 from ._kernel_mi import (
@@ -187,8 +187,11 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Stop when the plan changes by less (L1).
     random_state : None, int or RandomState, default=None
         Unused (deterministic); kept for API uniformity.
-    device : str, default="cpu"
-        Torch device.
+    device : str, torch.device or None, default="cpu"
+        Torch device of the kernels and the OT solves; None means ``"cpu"``.
+        Checked in ``fit``: an unknown device, ``"meta"`` (no data), or one
+        this torch build or machine lacks (``"cuda"`` without CUDA, ``"xpu"``
+        without XPU) is a ``ValueError``, never a silent fallback.
 
     Attributes
     ----------
@@ -241,7 +244,7 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "random_state": ["random_state"],
-        "device": [str, None],
+        "device": DEVICE_CONSTRAINT,
     }
 
     def __init__(self, *, reg=0.05, lam=1.0, h=0.1, solver="sinkhorn",

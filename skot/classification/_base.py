@@ -17,7 +17,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from .._backend import as_tensor, resolve_device, to_numpy, unit_rows
+from .._backend import DEVICE_CONSTRAINT, as_tensor, resolve_device, to_numpy, unit_rows
 from ..ot import OTSolver, available_methods, get_solver
 from ..ot._registry import default_max_iter
 from ..ot._validation import check_reg
@@ -47,7 +47,7 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "max_iter": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
-        "device": [str, None],
+        "device": DEVICE_CONSTRAINT,
         "verbose": ["verbose"],
     }
 

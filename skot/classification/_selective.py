@@ -97,9 +97,11 @@ class SelectiveOTClassifier(BaseOTClassifier):
         network-simplex iterations for ``"exact"``, see :func:`skot.ot.solve`).
     random_state : None, int or RandomState, default=None
         Unused (deterministic); kept for API uniformity.
-    device : str, default="cpu"
-        Torch device of the OT solves; checked in ``fit`` (an unknown device,
-        or ``"cuda"`` without CUDA, is a ``ValueError``).
+    device : str, torch.device or None, default="cpu"
+        Torch device of the OT solves; None means ``"cpu"``. Checked in
+        ``fit``: an unknown device, ``"meta"`` (no data), or one this torch
+        build or machine lacks (``"cuda"`` without CUDA, ``"xpu"`` without XPU)
+        is a ``ValueError``, never a silent fallback.
     verbose : int, default=0
         Show a progress bar over the transductive batches of ``predict``.
 

@@ -101,9 +101,11 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         Linearisation steps of the structure term (``alpha > 0``).
     random_state : None, int or RandomState, default=None
         Unused (the method is deterministic); kept for API uniformity.
-    device : str, default="cpu"
-        Torch device for the OT solves (``"cuda"`` needs CUDA); checked in
-        ``fit`` (an unknown or unavailable device is a ``ValueError``).
+    device : str, torch.device or None, default="cpu"
+        Torch device of the OT solves; None means ``"cpu"``. Checked in
+        ``fit``: an unknown device, ``"meta"`` (no data), or one this torch
+        build or machine lacks (``"cuda"`` without CUDA, ``"xpu"`` without XPU)
+        is a ``ValueError``, never a silent fallback.
     verbose : int, default=0
         Show a progress bar over the transductive batches of ``predict``.
 

@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from skorch.helper import SliceDict
 
-from .._backend import as_tensor, resolve_device
+from .._backend import DEVICE_CONSTRAINT, as_tensor, resolve_device
 from ..losses import LOSSES, OTContrastiveLoss
 from ..ot import OTSolver, available_methods
 from ..utils._param import Interval
@@ -165,7 +165,11 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     lr : float, default=1e-3
         AdamW learning rate.
     weight_decay : float, default=1e-4
-    device : str, default="cpu"
+    device : str, torch.device or None, default="cpu"
+        Torch device of the training and the embedding; None means ``"cpu"``.
+        Checked in ``fit``: an unknown device, ``"meta"`` (no data), or one
+        this torch build or machine lacks (``"cuda"`` without CUDA, ``"xpu"``
+        without XPU) is a ``ValueError``, never a silent fallback.
     random_state : int or None, default=None
         Seeds torch and the batch order (CPU runs are reproducible).
     verbose : int, default=0
@@ -220,7 +224,7 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         "batch_size": [Interval(Integral, 2, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "device": [str, None],
+        "device": DEVICE_CONSTRAINT,
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -537,6 +541,8 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         interchangeable: an ``X`` row that retrieves any copy of its ``Y`` row,
         or a ``Y`` row that retrieves an ``X`` row paired with a copy of it, is
         a hit (with ties, argmax would otherwise credit only the first copy).
+        The similarities are formed a block of ``X`` rows at a time (about 64
+        MiB in float32), never as one n x n matrix.
 
         Parameters
         ----------
@@ -594,12 +600,50 @@ def _report_warnings(caught, advice):
         )
 
 
-def _recall_at_1(zx, zy, Y):
+#: Entries of the similarity block ``score`` holds at a time (64 MiB in
+#: float32): the rows of X per block are this over the number of Y rows.
+_SCORE_BLOCK_ENTRIES = 2**24
+
+
+def _recall_at_1(zx, zy, Y, *, block=None):
     """Mean of X->Y and Y->X recall@1 of row-paired embeddings ``zx``, ``zy``
     (n, k); rows with identical raw ``Y`` (n, d) are one caption, so any copy
-    is a hit."""
-    S = zx @ zy.T
+    is a hit.
+
+    The similarities ``zx @ zy.T`` are formed ``block`` rows of ``zx`` at a
+    time (default: ``_SCORE_BLOCK_ENTRIES // n`` rows), never as one n x n
+    matrix: X->Y takes each row's argmax, Y->X keeps a running column argmax
+    across blocks. Both pick the first maximum (the first NaN, if any), as
+    argmax over the whole matrix does. No block is a single row (unless
+    n = 1): numpy computes a one-row product with BLAS gemv, which sums in
+    another order than gemm; with that, the blocks' similarities were those
+    of the dense product bit for bit (OpenBLAS), and so is the result.
+    """
+    n = len(zx)
+    if block is None:
+        block = _SCORE_BLOCK_ENTRIES // max(n, 1)
+    block = max(2, block)
     group = np.unique(Y, axis=0, return_inverse=True)[1].ravel()
-    x_to_y = np.mean(group[S.argmax(1)] == group)
-    y_to_x = np.mean(group[S.argmax(0)] == group)
+    starts = list(range(0, n, block))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()  # the last row joins the block before
+    cols = np.arange(n)
+    hits = 0
+    best = None  # column maxima so far and their rows
+    for i, stop in zip(starts, starts[1:] + [n], strict=True):
+        S = zx[i:stop] @ zy.T
+        hits += np.count_nonzero(group[S.argmax(1)] == group[i:stop])
+        rows = S.argmax(0)
+        top = S[rows, cols]
+        del S
+        if best is None:
+            best, arg = top, rows
+            continue
+        # a later block wins only when strictly larger (ties keep the first
+        # row), or with a NaN where the earlier blocks had none (argmax
+        # returns the first NaN)
+        later = (top > best) | (np.isnan(top) & ~np.isnan(best))
+        best[later], arg[later] = top[later], rows[later] + i
+    x_to_y = hits / n
+    y_to_x = np.mean(group[arg] == group)
     return float((x_to_y + y_to_x) / 2)

@@ -12,7 +12,7 @@ from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_array, validate_data
 
-from .._backend import as_tensor, resolve_device
+from .._backend import DEVICE_CONSTRAINT, as_tensor, resolve_device
 from ..ot import OTSolver, get_solver
 from ..utils._param import Interval
 from ._goracs import SelectionProblem, barycenter_select, greedy_select, swap_refine
@@ -111,8 +111,11 @@ class WassersteinCoresetSelector(BaseEstimator):
         grid over ``solver`` alone works. None with ``"sinkhorn"`` is a ``ValueError``.
         (The default was None until 2026-11-28: a grid over solver names
         then failed on its entropic entries.)
-    device : str, default="cpu"
-        Torch device for the cost computations (``"cuda"`` needs CUDA).
+    device : str, torch.device or None, default="cpu"
+        Torch device of the cost computations and the greedy; None means
+        ``"cpu"``. Checked in ``fit``: an unknown device, ``"meta"`` (no data),
+        or one this torch build or machine lacks (``"cuda"`` without CUDA,
+        ``"xpu"`` without XPU) is a ``ValueError``, never a silent fallback.
     random_state : int, RandomState instance or None, default=None
         Seeds the reference subsampling (``max_reference``) and the candidate
         minibatches (``max_candidates``); without these the selection is
@@ -173,7 +176,7 @@ class WassersteinCoresetSelector(BaseEstimator):
         "max_reference": [Interval(Integral, 1, None, closed="left"), None],
         "solver": [StrOptions(set(_BALANCED)), OTSolver],
         "reg": [Interval(Real, 0, None, closed="neither"), None],
-        "device": [str, torch.device],
+        "device": DEVICE_CONSTRAINT,
         "random_state": ["random_state"],
     }
 

@@ -395,6 +395,51 @@ def test_score_counts_any_copy_of_a_caption(pairs):
     assert est.score(X, Y) > first_only + 0.1
 
 
+def _dense_recall_at_1(zx, zy, Y):
+    # score's recall before it went blockwise: the whole n x n matrix
+    S = zx @ zy.T
+    group = np.unique(Y, axis=0, return_inverse=True)[1].ravel()
+    return float((np.mean(group[S.argmax(1)] == group)
+                  + np.mean(group[S.argmax(0)] == group)) / 2)
+
+
+@pytest.mark.parametrize("nan_row", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_recall_blockwise_equals_dense(seed, nan_row):
+    # entries in {-1, 0, 1} over 2 dimensions: the similarities are exact
+    # (any summation order) and full of ties, within and across blocks, and
+    # duplicate captions (rows of Y) and duplicate images (rows of zx) abound;
+    # a NaN row of zx is every column's argmax (the first NaN) in the dense rule
+    from skot.neural._embedder import _recall_at_1
+
+    rng = np.random.default_rng(seed)
+    n = 23
+    zx = rng.integers(-1, 2, size=(n, 2)).astype(np.float32)
+    zy = rng.integers(-1, 2, size=(n, 2)).astype(np.float32)
+    Y = rng.integers(0, 4, size=(n, 1)).astype(np.float32)  # 4 captions
+    if nan_row:
+        zx[7] = np.nan
+    dense = _dense_recall_at_1(zx, zy, Y)
+    for block in range(1, n + 2):
+        assert _recall_at_1(zx, zy, Y, block=block) == dense, block
+
+
+def test_score_is_blockwise(pairs, monkeypatch):
+    # score's similarities were one n x n matrix (+3.3 GB at n = 20000); in
+    # row blocks of _SCORE_BLOCK_ENTRIES // n (at least 2) the score is the same
+    import skot.neural._embedder as E
+
+    X, Y = pairs
+    X, Y = X[:60], Y[:60].copy()
+    Y[20:40] = Y[20]
+    est = OTContrastiveEmbedder(max_epochs=1, random_state=0).fit(X, Y)
+    zx, zy = est.transform(X, Y)
+    dense = _dense_recall_at_1(zx, zy, Y)
+    assert est.score(X, Y) == dense
+    monkeypatch.setattr(E, "_SCORE_BLOCK_ENTRIES", 7 * 60)  # blocks of 7 rows
+    assert est.score(X, Y) == dense
+
+
 def test_nan_rows_rejected_unless_whole(pairs):
     # rows with only some NaN entries, and inf, stay errors everywhere
     X, Y = pairs
