@@ -356,7 +356,7 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         # allows for float32's rounding (1e-7 was below it)
         import torch
 
-        solver = get_solver(self.solver, reg=self.reg,
+        solver = get_solver(self.solver, owner=self, reg=self.reg,
                             tol=1e-7 if S.dtype == torch.float64 else None)
         with warnings.catch_warnings():
             # the warm-started solves of the intermediate linearisation steps

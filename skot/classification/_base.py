@@ -62,6 +62,7 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
             )
         if self.reg is not None:
             check_reg(self.reg)
+        get_solver(self.solver, owner=self, reg=self.reg)  # warns if reg is unused
 
     def _fit_classes(self, X, y):
         """Validate X (and y) and set classes_, class_embeddings_."""

@@ -163,7 +163,7 @@ class OTSolver(BaseEstimator):
         return solve_gromov(Ca, Cb, M, a, b, **self._kwargs(overrides, quadratic=True))
 
 
-def get_solver(solver=None, **defaults):
+def get_solver(solver=None, *, owner=None, **defaults):
     """Resolve an estimator's ``solver=`` parameter to an :class:`OTSolver`.
 
     Parameters
@@ -172,6 +172,12 @@ def get_solver(solver=None, **defaults):
         A name from :func:`available_methods` (combined with ``defaults``, e.g. the
         estimator's ``reg``), an :class:`OTSolver` (cloned; its own settings win) or
         None (``"sinkhorn"``).
+    owner : estimator, optional
+        The estimator whose ``reg`` is in ``defaults``: when ``solver`` is an
+        :class:`OTSolver` and that ``reg`` was changed from the estimator's
+        default to another value than the solver's, a ``UserWarning`` says that
+        it is not used (a grid over the estimator's ``reg`` with an ``OTSolver``
+        had scored identical fits; search ``solver__reg`` instead).
     **defaults
         OTSolver parameters used when ``solver`` is a name.
 
@@ -182,6 +188,17 @@ def get_solver(solver=None, **defaults):
     if solver is None:
         solver = "sinkhorn"
     if isinstance(solver, OTSolver):
+        if owner is not None and "reg" in defaults:
+            import inspect
+            import warnings
+
+            reg = defaults["reg"]
+            default = inspect.signature(type(owner).__init__).parameters["reg"].default
+            if reg != default and reg != solver.reg:
+                warnings.warn(
+                    f"reg={reg!r} is not used: solver=OTSolver(reg={solver.reg!r}) "
+                    "carries its own reg, which wins; set solver__reg (or pass the "
+                    "solver by name) to change it", UserWarning, stacklevel=3)
         return clone(solver)
     if isinstance(solver, str):
         if solver not in available_methods():

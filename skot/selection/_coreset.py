@@ -347,7 +347,7 @@ class WassersteinCoresetSelector(BaseEstimator):
                 f"solver method={self.solver.method!r} is not supported; the coreset "
                 f"objective needs a balanced method, one of {_BALANCED}"
             )
-        solver_ = get_solver(self.solver, reg=self.reg)
+        solver_ = get_solver(self.solver, owner=self, reg=self.reg)
         if solver_.method == "sinkhorn" and solver_.reg is None:
             raise ValueError(
                 "reg=None with solver='sinkhorn': entropic OT needs reg > 0"

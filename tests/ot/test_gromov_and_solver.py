@@ -627,3 +627,36 @@ def test_unbalanced_fgw_float32_inner_solves_at_the_rounding_are_fine():
         warnings.simplefilter("error", ConvergenceWarning)
         res = so.solve_gromov(Ca, Cb, M, a, b, alpha=0.5, reg=0.05, unbalanced=10.0)
     assert res.converged and res.status == "converged"
+
+
+def test_estimator_reg_unused_beside_an_ot_solver_warns():
+    # an OTSolver's own settings win (get_solver): a grid over the estimator's
+    # reg with an OTSolver scored identical fits, silently. A reg changed from
+    # the estimator's default, other than the solver's, now warns at fit
+    import skot
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    X = rng.normal(size=(60, 3)) + 3 * np.eye(3)[y]
+    T = np.eye(3)
+    sd = np.r_[np.ones(30), -np.ones(30)]
+    fits = {
+        "FGWZeroShotClassifier": lambda **kw: skot.FGWZeroShotClassifier(
+            class_embeddings=T, class_prior="uniform", **kw).fit(X),
+        "SelectiveOTClassifier": lambda **kw: skot.SelectiveOTClassifier(
+            class_embeddings=T, **kw).fit(X),
+        "InfoOTAligner": lambda **kw: skot.InfoOTAligner(**kw).fit(X, sample_domain=sd),
+        "WassersteinCoresetSelector": lambda **kw: skot.WassersteinCoresetSelector(
+            10, **kw).fit(X, y),
+    }
+    for name, fit in fits.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            with pytest.warns(UserWarning, match=r"reg=0.5 is not used: "
+                              r"solver=OTSolver\(reg=0.05\)"):
+                fit(solver=so.OTSolver("sinkhorn", reg=0.05), reg=0.5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.filterwarnings("error", message="reg=.* is not used")
+            fit(solver=so.OTSolver("sinkhorn", reg=0.05))  # the default reg
+            fit(solver=so.OTSolver("sinkhorn", reg=0.5), reg=0.5)  # the same
