@@ -437,6 +437,10 @@ def _partial(prob, opts):
         )
     mass = min(mass, cap)  # within rounding of the smaller side's total
     if opts["reg"] is None:
+        if opts.get("mask") is not None:
+            # the network simplex never saw it: forbidden pairs carried mass
+            raise ValueError("mask= is not supported by method='partial' with "
+                             "reg=None (exact); use a large cost, or reg > 0")
         return _pot_partial_exact(prob, opts, mass)
     # a side whose whole mass is moved (mass = sum a) has P 1 = a: its
     # inequality is an equality, and the total mass follows from it. Solved
@@ -569,6 +573,9 @@ def _sparse(prob, opts):
     import ot
 
     check_balanced(prob.a, prob.b)
+    if opts.get("mask") is not None:
+        # POT's smooth dual never saw it: forbidden pairs carried mass
+        raise ValueError("mask= is not supported by method='sparse'; use a large cost")
     max_nz = opts.get("max_nz")
     m_rows = prob.M.shape[-2]
     if max_nz is None:

@@ -1287,3 +1287,15 @@ def test_float32_default_tol_allows_for_long_sums():
     P = res.plan.double()
     err = (P.sum(1) - 1 / n).abs().sum() + (P.sum(0) - 1 / m).abs().sum()
     assert float(err) < 2 * eps * n / 50
+
+
+@pytest.mark.parametrize("kwargs", [dict(mass=0.5), dict(reg=0.1, method="sparse",
+                                                         max_nz=3)])
+def test_mask_refused_where_the_backend_cannot_apply_it(rng, kwargs):
+    # exact partial OT (POT's network simplex) and "sparse" (POT's smooth
+    # dual) never saw the mask: their plans put mass on forbidden pairs
+    M, a, b = _problem(rng, 5, 6)
+    mask = np.ones((5, 6), bool)
+    mask[1:, 1:] = rng.random((4, 5)) > 0.4
+    with pytest.raises(ValueError, match="mask= is not supported"):
+        so.solve(M, a, b, mask=mask, **kwargs)
