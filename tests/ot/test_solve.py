@@ -1299,3 +1299,19 @@ def test_mask_refused_where_the_backend_cannot_apply_it(rng, kwargs):
     mask[1:, 1:] = rng.random((4, 5)) > 0.4
     with pytest.raises(ValueError, match="mask= is not supported"):
         so.solve(M, a, b, mask=mask, **kwargs)
+
+
+@pytest.mark.parametrize("box", ["hi_below", "lo_above", "delta_vs_b"])
+def test_dbot_infeasible_box_is_a_value_error(rng, box):
+    # the columns must receive sum a; a box that cannot hold it ran to
+    # max_iter and returned rows that missed a, with only a warning
+    M, a, b = _problem(rng, 4, 5)
+    kw = {"hi_below": dict(box=(0 * b, 0.5 * b)), "lo_above": dict(box=(1.5 * b, 3 * b)),
+          "delta_vs_b": dict(b=3 * b, box=0.5)}[box]
+    with pytest.raises(ValueError, match="box is infeasible"):
+        so.solve(M, a, kw.pop("b", b), reg=0.1, method="dbot", **kw)
+    with pytest.raises(ValueError, match="NaN"):
+        so.solve(M, a, b, reg=0.1, method="dbot", box=(b * np.nan, b))
+    # the limits stay feasible: box=[0, inf) and lo = hi = a's mass spread
+    so.solve(M, a, a.sum() * b, reg=0.1, method="dbot", box=(0 * b, b + np.inf))
+    so.solve(M, a, b, reg=0.1, method="dbot", box=(b, b))
