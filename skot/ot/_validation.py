@@ -33,6 +33,21 @@ def check_reg(reg, name="reg", allow_none=True):
     return reg
 
 
+def check_reg_dtype(reg, dtype, name="reg"):
+    """A reg that the solve's dtype cannot represent (float32: below its
+    smallest normal number 1.2e-38, or above its largest, 3.4e38) is refused:
+    the first gave a RuntimeError from torch, the second NaN values reported
+    as converged."""
+    if reg is None or not dtype.is_floating_point:
+        return
+    info = torch.finfo(dtype)
+    if not info.tiny <= reg <= info.max:
+        raise ValueError(
+            f"{name}={reg!r} is outside the range of {dtype} ({info.tiny:.3g} to "
+            f"{info.max:.3g}), in which the solve runs; rescale the cost (and {name}) "
+            "or solve in float64")
+
+
 def check_positive(value, name, *, allow_none=True, allow_inf=False, strict=True):
     """Validate a non-negative (or positive) scalar parameter."""
     if value is None:

@@ -1315,3 +1315,18 @@ def test_dbot_infeasible_box_is_a_value_error(rng, box):
     # the limits stay feasible: box=[0, inf) and lo = hi = a's mass spread
     so.solve(M, a, a.sum() * b, reg=0.1, method="dbot", box=(0 * b, b + np.inf))
     so.solve(M, a, b, reg=0.1, method="dbot", box=(b, b))
+
+
+@pytest.mark.parametrize("reg", [1e-50, 1e39])
+def test_reg_outside_float32_range_is_a_value_error(rng, reg):
+    # float32 cannot hold reg: 1e-50 raised torch's RuntimeError ("value
+    # cannot be converted to type float without overflow"), 1e39 returned a
+    # NaN value reported as converged
+    M = rng.random((4, 5)).astype(np.float32)
+    for call in (lambda: so.solve(M, reg=reg), lambda: so.solve(M, reg=reg, method="rows"),
+                 lambda: so.solve_gromov(M @ M.T, np.eye(5, dtype=np.float32), M, reg=reg),
+                 lambda: so.solve_sample(M[:, :2], M[:, 2:4], reg=reg)):
+        with pytest.raises(ValueError, match=r"reg=.* is outside the range of torch.float32"):
+            call()
+    # float64 holds it
+    assert np.isfinite(so.solve(M.astype(np.float64), reg=1e39).value)
