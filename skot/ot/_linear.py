@@ -517,10 +517,21 @@ def _emd(a, b, M, max_iter):
     large penalty entry (a forbidden pair at 1e13) would push the ordinary
     costs under that epsilon.
 
+    Costs whose largest entry is below 0 are first shifted up by a constant
+    (to a largest entry of 0; a balanced plan does not change, the duals are
+    shifted back by half of it each): POT's network simplex sizes its
+    artificial arcs from the largest cost and reported every problem whose
+    costs are all below -1 as infeasible (a plan of zeros).
+
     Returns ``(plan, u, v, ok)``.
     """
     import ot
 
+    shift = float(M.max()) if M.size else 0.0
+    if shift < 0.0:
+        M = M - shift
+    else:
+        shift = 0.0
     top = float(np.abs(M).max()) if M.size else 0.0
     scale = math.ldexp(1.0, math.frexp(top)[1]) if 0.0 < top < 0.5 else 1.0
     with warnings.catch_warnings():
@@ -529,7 +540,8 @@ def _emd(a, b, M, max_iter):
         warnings.filterwarnings("ignore", message="numItermax reached",
                                 category=UserWarning)
         plan, log = ot.emd(a, b, M / scale, numItermax=int(max_iter), log=True)
-    return plan, log["u"] * scale, log["v"] * scale, log.get("warning") is None
+    return (plan, log["u"] * scale + shift / 2, log["v"] * scale + shift / 2,
+            log.get("warning") is None)
 
 
 @register_method("exact", max_iter=1_000_000)

@@ -1330,3 +1330,26 @@ def test_reg_outside_float32_range_is_a_value_error(rng, reg):
             call()
     # float64 holds it
     assert np.isfinite(so.solve(M.astype(np.float64), reg=1e39).value)
+
+
+def test_exact_with_costs_all_below_minus_one(rng):
+    # POT's network simplex sizes its artificial arcs from the largest cost:
+    # every cost below -1 was "infeasible", and skot returned a zero plan
+    # with value 0 ("max_iter reached"); a constant shift of M does not
+    # change a balanced plan
+    M, a, b = _problem(rng, 5, 6)
+    M = -5.0 - M
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = so.solve(M, a, b)
+        part = so.solve(M, a, b, mass=0.5)
+    ref = ot.solve(M + 10, a, b)
+    assert res.converged
+    assert res.value == pytest.approx(ref.value - 10, abs=1e-12)
+    np.testing.assert_allclose(res.plan, ref.plan, atol=1e-15)
+    # POT's centred duals of the shifted problem, shifted back by half each
+    np.testing.assert_allclose(res.potentials[0], ref.potentials[0] - 5, atol=1e-12)
+    np.testing.assert_allclose(res.potentials[1], ref.potentials[1] - 5, atol=1e-12)
+    assert part.value == pytest.approx(so.solve(M + 10, a, b, mass=0.5).value - 5,
+                                       abs=1e-12)
+    assert so.solve(np.full((3, 3), -5.0)).value == pytest.approx(-5.0)
