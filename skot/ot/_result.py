@@ -114,6 +114,22 @@ class OTResult:
                   f"err={self.err:.3g}", f"status={self.status!r}"]
         return f"{type(self).__name__}({', '.join(parts)})"
 
+    def __getstate__(self):
+        # the lazy parts are closures (not picklable: a result of grad="detach"
+        # or of balanced entropic FGW failed to pickle, e.g. when returned by a
+        # joblib worker): evaluate them, keep the values
+        self.value, self.potentials  # noqa: B018  (runs _lazy_values/_potentials)
+        state = dict(self.__dict__)
+        state["_plan"] = object.__getattribute__(self, "_plan")
+        if state["_plan"] is None and self._plan_fn is not None:
+            state["_plan"] = self._plan_fn()
+        state["_plan_fn"] = None
+        state["_lazy_values"] = state["_lazy_potentials"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
     @property
     def plan(self):
         if self._plan is None and self._plan_fn is not None:

@@ -226,12 +226,16 @@ def check_mask(mask, M):
 def mass_mismatch(a, b):
     """``None`` when the total masses of ``a`` and ``b`` agree (relative 1e-6
     in float64, 1e-4 in float32, per problem of a batch), else the pair of
-    totals (of the first problem) for a message."""
+    totals (of the first problem that mismatches) for a message."""
     with torch.no_grad():
         ma, mb = a.sum(-1), b.sum(-1)
         tol = 1e-6 if a.dtype == torch.float64 else 1e-4
-        if ((ma - mb).abs() > tol * torch.maximum(ma, mb)).any():
-            return ma.flatten()[0].item(), mb.flatten()[0].item()
+        off = ((ma - mb).abs() > tol * torch.maximum(ma, mb)).flatten()
+        if off.any():
+            # the first problem that mismatches (the first problem's totals
+            # had been reported, equal when another one of the batch was off)
+            k = int(torch.argmax(off.to(torch.uint8)))
+            return ma.flatten()[k].item(), mb.flatten()[k].item()
     return None
 
 

@@ -1353,3 +1353,28 @@ def test_exact_with_costs_all_below_minus_one(rng):
     assert part.value == pytest.approx(so.solve(M + 10, a, b, mass=0.5).value - 5,
                                        abs=1e-12)
     assert so.solve(np.full((3, 3), -5.0)).value == pytest.approx(-5.0)
+
+
+def test_result_with_lazy_parts_pickles(rng):
+    # grad="detach" values and balanced entropic FGW potentials are computed
+    # on first access by closures, which did not pickle (e.g. a result
+    # returned by a joblib worker)
+    import pickle
+
+    M, a, b = _problem(rng, 4, 5)
+    for res in (so.solve(M, a, b, reg=0.1, grad="detach"),
+                so.solve(torch.as_tensor(M), reg=0.1, grad="detach"),
+                so.solve_gromov(M @ M.T, np.eye(5), M, reg=0.1)):
+        back = pickle.loads(pickle.dumps(res))
+        assert float(back.value) == float(res.value)
+        np.testing.assert_array_equal(np.asarray(back.plan), np.asarray(res.plan))
+        for p, q in zip(back.potentials, res.potentials):
+            np.testing.assert_array_equal(np.asarray(p), np.asarray(q))
+
+
+def test_batched_mass_mismatch_names_the_problem_that_mismatches(rng):
+    # the message gave the first problem's totals (1 and 1) when another one
+    # of the batch was off
+    M, a, b = _problem(rng, 4, 5)
+    with pytest.raises(ValueError, match=r"sum a = 2, sum b = 1\b"):
+        so.solve(np.stack([M, M]), np.stack([a, 2 * a]), np.stack([b, b]), reg=0.1)
