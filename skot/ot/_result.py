@@ -41,6 +41,9 @@ class OTResult:
         ``"total"``, ``"dbot"``) it differs from the generalised KL by
         ``reg (|a| |b| - |P|)``, and ``unbalanced=(inf, inf)`` with
         ``reg_type="entropy"`` from ``"sinkhorn"``'s by ``reg |P|``.
+        ``"sparse"``: ``<M, P> + (reg / 2) ||P||^2``, the objective its plan
+        solves (POT's ``ot.solve(reg_type="L2")`` returns the same plan with
+        the value ``<M, P> + reg ||P||^2``).
     value_linear : same type as ``value``
         The linear part ``<M, P>``.
     potentials : tuple (f, g) or None
