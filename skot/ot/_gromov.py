@@ -628,8 +628,16 @@ def _fgw_exact(prob, opts):
         a = a / mass
         b = b * (a.sum() / b.sum())  # exact-sum rounding for the LP (checked equal)
         alpha_k = alpha * mass / ((1.0 - alpha) + alpha * mass) if alpha > 0 else 0.0
+        Mk = _np(M[k])
+        # POT's inner network simplex reports costs all below -1 as infeasible
+        # (it then returned a b^T, "converged"): a constant shift of M moves
+        # the objective of every plan of this mass by the same amount, and the
+        # linearised cost (1 - alpha) M + alpha L(Ca, Cb) (x) P (L >= 0) then
+        # has a largest entry >= 0; value is computed from M below
+        if Mk.size and Mk.max() < 0:
+            Mk = Mk - Mk.max()
         plan, log = ot.gromov.fused_gromov_wasserstein(
-            _np(M[k]), _np(Ca[k]), _np(Cb[k]), a, b,
+            Mk, _np(Ca[k]), _np(Cb[k]), a, b,
             loss_fun="square_loss", alpha=float(alpha_k), log=True,
             max_iter=max_iter, tol_rel=opts["tol"], tol_abs=opts["tol"],
         )

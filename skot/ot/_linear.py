@@ -57,7 +57,31 @@ def _side_for(kind, w, eps, rho=None, box=None):
     return Side(kind, logw)
 
 
-def _dbot_box(box, b):
+def _dbot_box(box, b, a=None):
+    """The column bounds (lo, hi) of ``box`` (a delta or a pair), checked;
+    with ``a``, also that the row mass fits them (sum lo <= sum a <= sum hi)."""
+    lo, hi = _dbot_bounds(box, b)
+    if a is not None:
+        # an infeasible box ran to max_iter and returned a plan whose rows
+        # missed a (hard constraint), with only a ConvergenceWarning
+        slack = 1e-9 if a.dtype == torch.float64 else 1e-5
+        with torch.no_grad():
+            ma = a.sum(-1)
+            slo, shi = lo.sum(-1), hi.sum(-1)
+            low, high = torch.stack([(slo > ma * (1 + slack)).any(),
+                                     (shi < ma * (1 - slack)).any()]).tolist()
+        if low or high:
+            k = int(torch.argmax(((slo > ma * (1 + slack)) | (shi < ma * (1 - slack)))
+                                 .to(torch.uint8)))
+            raise ValueError(
+                f"box is infeasible: the columns must receive sum a = "
+                f"{float(ma[k]):.6g}, but the bounds allow [sum lo, sum hi] = "
+                f"[{float(slo[k]):.6g}, {float(shi[k]):.6g}]; widen the box (or "
+                "rescale b: a delta box is relative to b)")
+    return lo, hi
+
+
+def _dbot_bounds(box, b):
     if box is None:
         box = 0.5
     if isinstance(box, (int, float, np.floating)) and not isinstance(box, bool):
@@ -76,6 +100,8 @@ def _dbot_box(box, b):
                 f"box=(lo, hi): {name} has shape {tuple(v.shape)}, which does not "
                 f"match the {b.shape[-1]} columns of the cost")
     lo, hi = lo.expand_as(b), hi.expand_as(b)
+    if torch.isnan(lo).any() or torch.isnan(hi).any() or torch.isinf(lo).any():
+        raise ValueError("box=(lo, hi) must not contain NaN (nor an infinite lo)")
     if (lo > hi).any() or (lo < 0).any():
         raise ValueError("box=(lo, hi) needs 0 <= lo <= hi entrywise")
     return lo, hi
@@ -201,7 +227,7 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
     Cs = C if track else C.detach()
     a_s = a if track else a.detach()
     b_s = b if track else b.detach()
-    dbox = _dbot_box(box, b_s) if col_kind == "box" else None
+    dbox = _dbot_box(box, b_s, a_s) if col_kind == "box" else None
     _check_mask_feasible(mask, row_kind, col_kind,
                          col_lo=None if dbox is None else dbox[0].detach())
     # forbidden pairs are applied to the kernel inside the solver (no masked
@@ -437,6 +463,10 @@ def _partial(prob, opts):
         )
     mass = min(mass, cap)  # within rounding of the smaller side's total
     if opts["reg"] is None:
+        if opts.get("mask") is not None:
+            # the network simplex never saw it: forbidden pairs carried mass
+            raise ValueError("mask= is not supported by method='partial' with "
+                             "reg=None (exact); use a large cost, or reg > 0")
         return _pot_partial_exact(prob, opts, mass)
     # a side whose whole mass is moved (mass = sum a) has P 1 = a: its
     # inequality is an equality, and the total mass follows from it. Solved
@@ -487,10 +517,21 @@ def _emd(a, b, M, max_iter):
     large penalty entry (a forbidden pair at 1e13) would push the ordinary
     costs under that epsilon.
 
+    Costs whose largest entry is below 0 are first shifted up by a constant
+    (to a largest entry of 0; a balanced plan does not change, the duals are
+    shifted back by half of it each): POT's network simplex sizes its
+    artificial arcs from the largest cost and reported every problem whose
+    costs are all below -1 as infeasible (a plan of zeros).
+
     Returns ``(plan, u, v, ok)``.
     """
     import ot
 
+    shift = float(M.max()) if M.size else 0.0
+    if shift < 0.0:
+        M = M - shift
+    else:
+        shift = 0.0
     top = float(np.abs(M).max()) if M.size else 0.0
     scale = math.ldexp(1.0, math.frexp(top)[1]) if 0.0 < top < 0.5 else 1.0
     with warnings.catch_warnings():
@@ -499,7 +540,8 @@ def _emd(a, b, M, max_iter):
         warnings.filterwarnings("ignore", message="numItermax reached",
                                 category=UserWarning)
         plan, log = ot.emd(a, b, M / scale, numItermax=int(max_iter), log=True)
-    return plan, log["u"] * scale, log["v"] * scale, log.get("warning") is None
+    return (plan, log["u"] * scale + shift / 2, log["v"] * scale + shift / 2,
+            log.get("warning") is None)
 
 
 @register_method("exact", max_iter=1_000_000)
@@ -569,6 +611,9 @@ def _sparse(prob, opts):
     import ot
 
     check_balanced(prob.a, prob.b)
+    if opts.get("mask") is not None:
+        # POT's smooth dual never saw it: forbidden pairs carried mass
+        raise ValueError("mask= is not supported by method='sparse'; use a large cost")
     max_nz = opts.get("max_nz")
     m_rows = prob.M.shape[-2]
     if max_nz is None:

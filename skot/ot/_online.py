@@ -33,7 +33,8 @@ from ._linear import _RHO_HARD, _check_hard_masses, resolution_message
 from ._result import OTResult
 from ._sinkhorn import relaxed_terms, translation_step
 from ._sinkhorn import tiny_log as _tiny_log
-from ._validation import check_positive, check_reg, check_same_backend, mass_mismatch
+from ._validation import (check_positive, check_reg, check_reg_dtype, check_same_backend,
+                          mass_mismatch)
 
 __all__ = ["solve_sample", "OnlineOTResult", "sample_cost"]
 
@@ -397,6 +398,7 @@ def solve_sample(
         check_same_backend(("X_a", X_a), ("X_b", X_b), ("a", a), ("b", b))
     Xa = _as_features(X_a, "X_a")
     Xb = _as_features(X_b, "X_b", like=Xa)
+    check_reg_dtype(reg, Xa.dtype)
     n, m = Xa.shape[0], Xb.shape[0]
     a_t = _as_weights(a, "a", n, Xa)
     b_t = _as_weights(b, "b", m, Xa)

@@ -41,6 +41,9 @@ class OTResult:
         ``"total"``, ``"dbot"``) it differs from the generalised KL by
         ``reg (|a| |b| - |P|)``, and ``unbalanced=(inf, inf)`` with
         ``reg_type="entropy"`` from ``"sinkhorn"``'s by ``reg |P|``.
+        ``"sparse"``: ``<M, P> + (reg / 2) ||P||^2``, the objective its plan
+        solves (POT's ``ot.solve(reg_type="L2")`` returns the same plan with
+        the value ``<M, P> + reg ||P||^2``).
     value_linear : same type as ``value``
         The linear part ``<M, P>``.
     potentials : tuple (f, g) or None
@@ -113,6 +116,22 @@ class OTResult:
         parts += [f"converged={self.converged}", f"n_iter={self.n_iter}",
                   f"err={self.err:.3g}", f"status={self.status!r}"]
         return f"{type(self).__name__}({', '.join(parts)})"
+
+    def __getstate__(self):
+        # the lazy parts are closures (not picklable: a result of grad="detach"
+        # or of balanced entropic FGW failed to pickle, e.g. when returned by a
+        # joblib worker): evaluate them, keep the values
+        self.value, self.potentials  # noqa: B018  (runs _lazy_values/_potentials)
+        state = dict(self.__dict__)
+        state["_plan"] = object.__getattribute__(self, "_plan")
+        if state["_plan"] is None and self._plan_fn is not None:
+            state["_plan"] = self._plan_fn()
+        state["_plan_fn"] = None
+        state["_lazy_values"] = state["_lazy_potentials"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
     @property
     def plan(self):

@@ -24,6 +24,7 @@ from ._validation import (
     check_positive,
     check_problem,
     check_reg,
+    check_reg_dtype,
     check_weights,
 )
 
@@ -250,6 +251,7 @@ def solve(
                              f"got method={method!r}")
     mass = check_positive(mass, "mass")
     prob = check_problem(M, a, b)
+    check_reg_dtype(reg, prob.M.dtype)
     mask_t = check_mask(mask, prob.M)
     if potentials_init is not None:
         potentials_init = _check_potentials_init(potentials_init, prob)
@@ -570,6 +572,7 @@ def _solve_gromov(Ca, Cb, M, a, b, *, alpha, reg, reg_type, loss, unbalanced,
         prob = check_problem(Mt, a, b)
         like = prob.M
     prob.numpy_io = numpy_io
+    check_reg_dtype(reg, like.dtype)
     n_m, m_m = like.shape[-2:]
     prob.Ca = _check_graph(Ca if isinstance(Ca, LowRankGraph) else Ca_t, "Ca", n_m,
                            like, True)

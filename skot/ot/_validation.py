@@ -33,6 +33,21 @@ def check_reg(reg, name="reg", allow_none=True):
     return reg
 
 
+def check_reg_dtype(reg, dtype, name="reg"):
+    """A reg that the solve's dtype cannot represent (float32: below its
+    smallest normal number 1.2e-38, or above its largest, 3.4e38) is refused:
+    the first gave a RuntimeError from torch, the second NaN values reported
+    as converged."""
+    if reg is None or not dtype.is_floating_point:
+        return
+    info = torch.finfo(dtype)
+    if not info.tiny <= reg <= info.max:
+        raise ValueError(
+            f"{name}={reg!r} is outside the range of {dtype} ({info.tiny:.3g} to "
+            f"{info.max:.3g}), in which the solve runs; rescale the cost (and {name}) "
+            "or solve in float64")
+
+
 def check_positive(value, name, *, allow_none=True, allow_inf=False, strict=True):
     """Validate a non-negative (or positive) scalar parameter."""
     if value is None:
@@ -211,12 +226,16 @@ def check_mask(mask, M):
 def mass_mismatch(a, b):
     """``None`` when the total masses of ``a`` and ``b`` agree (relative 1e-6
     in float64, 1e-4 in float32, per problem of a batch), else the pair of
-    totals (of the first problem) for a message."""
+    totals (of the first problem that mismatches) for a message."""
     with torch.no_grad():
         ma, mb = a.sum(-1), b.sum(-1)
         tol = 1e-6 if a.dtype == torch.float64 else 1e-4
-        if ((ma - mb).abs() > tol * torch.maximum(ma, mb)).any():
-            return ma.flatten()[0].item(), mb.flatten()[0].item()
+        off = ((ma - mb).abs() > tol * torch.maximum(ma, mb)).flatten()
+        if off.any():
+            # the first problem that mismatches (the first problem's totals
+            # had been reported, equal when another one of the batch was off)
+            k = int(torch.argmax(off.to(torch.uint8)))
+            return ma.flatten()[k].item(), mb.flatten()[k].item()
     return None
 
 

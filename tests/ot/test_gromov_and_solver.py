@@ -660,3 +660,20 @@ def test_estimator_reg_unused_beside_an_ot_solver_warns():
             warnings.filterwarnings("error", message="reg=.* is not used")
             fit(solver=so.OTSolver("sinkhorn", reg=0.05))  # the default reg
             fit(solver=so.OTSolver("sinkhorn", reg=0.5), reg=0.5)  # the same
+
+
+def test_exact_fgw_with_feature_costs_all_below_minus_one(rng):
+    # POT's inner network simplex found costs all below -1 "infeasible": its
+    # conditional gradient kept a b^T and skot reported it converged after
+    # one iteration; M + c moves every objective by (1 - alpha) c
+    Ca, Cb, M = _graphs(rng)
+    M = -5.0 - M
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = so.solve_gromov(Ca, Cb, M, alpha=0.3)
+    shifted = so.solve_gromov(Ca, Cb, M + 10, alpha=0.3)
+    np.testing.assert_allclose(res.plan, shifted.plan, atol=1e-12)
+    assert res.value == pytest.approx(shifted.value - 0.7 * 10, abs=1e-10)
+    start = so.fgw_objective(*(torch.as_tensor(x) for x in (
+        M, Ca, Cb, np.outer(ot.unif(12), ot.unif(9)))), 0.3)[0]
+    assert res.value < float(start) - 1e-3  # not the starting plan a b^T

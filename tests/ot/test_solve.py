@@ -1287,3 +1287,94 @@ def test_float32_default_tol_allows_for_long_sums():
     P = res.plan.double()
     err = (P.sum(1) - 1 / n).abs().sum() + (P.sum(0) - 1 / m).abs().sum()
     assert float(err) < 2 * eps * n / 50
+
+
+@pytest.mark.parametrize("kwargs", [dict(mass=0.5), dict(reg=0.1, method="sparse",
+                                                         max_nz=3)])
+def test_mask_refused_where_the_backend_cannot_apply_it(rng, kwargs):
+    # exact partial OT (POT's network simplex) and "sparse" (POT's smooth
+    # dual) never saw the mask: their plans put mass on forbidden pairs
+    M, a, b = _problem(rng, 5, 6)
+    mask = np.ones((5, 6), bool)
+    mask[1:, 1:] = rng.random((4, 5)) > 0.4
+    with pytest.raises(ValueError, match="mask= is not supported"):
+        so.solve(M, a, b, mask=mask, **kwargs)
+
+
+@pytest.mark.parametrize("box", ["hi_below", "lo_above", "delta_vs_b"])
+def test_dbot_infeasible_box_is_a_value_error(rng, box):
+    # the columns must receive sum a; a box that cannot hold it ran to
+    # max_iter and returned rows that missed a, with only a warning
+    M, a, b = _problem(rng, 4, 5)
+    kw = {"hi_below": dict(box=(0 * b, 0.5 * b)), "lo_above": dict(box=(1.5 * b, 3 * b)),
+          "delta_vs_b": dict(b=3 * b, box=0.5)}[box]
+    with pytest.raises(ValueError, match="box is infeasible"):
+        so.solve(M, a, kw.pop("b", b), reg=0.1, method="dbot", **kw)
+    with pytest.raises(ValueError, match="NaN"):
+        so.solve(M, a, b, reg=0.1, method="dbot", box=(b * np.nan, b))
+    # the limits stay feasible: box=[0, inf) and lo = hi = a's mass spread
+    so.solve(M, a, a.sum() * b, reg=0.1, method="dbot", box=(0 * b, b + np.inf))
+    so.solve(M, a, b, reg=0.1, method="dbot", box=(b, b))
+
+
+@pytest.mark.parametrize("reg", [1e-50, 1e39])
+def test_reg_outside_float32_range_is_a_value_error(rng, reg):
+    # float32 cannot hold reg: 1e-50 raised torch's RuntimeError ("value
+    # cannot be converted to type float without overflow"), 1e39 returned a
+    # NaN value reported as converged
+    M = rng.random((4, 5)).astype(np.float32)
+    for call in (lambda: so.solve(M, reg=reg), lambda: so.solve(M, reg=reg, method="rows"),
+                 lambda: so.solve_gromov(M @ M.T, np.eye(5, dtype=np.float32), M, reg=reg),
+                 lambda: so.solve_sample(M[:, :2], M[:, 2:4], reg=reg)):
+        with pytest.raises(ValueError, match=r"reg=.* is outside the range of torch.float32"):
+            call()
+    # float64 holds it
+    assert np.isfinite(so.solve(M.astype(np.float64), reg=1e39).value)
+
+
+def test_exact_with_costs_all_below_minus_one(rng):
+    # POT's network simplex sizes its artificial arcs from the largest cost:
+    # every cost below -1 was "infeasible", and skot returned a zero plan
+    # with value 0 ("max_iter reached"); a constant shift of M does not
+    # change a balanced plan
+    M, a, b = _problem(rng, 5, 6)
+    M = -5.0 - M
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = so.solve(M, a, b)
+        part = so.solve(M, a, b, mass=0.5)
+    ref = ot.solve(M + 10, a, b)
+    assert res.converged
+    assert res.value == pytest.approx(ref.value - 10, abs=1e-12)
+    np.testing.assert_allclose(res.plan, ref.plan, atol=1e-15)
+    # POT's centred duals of the shifted problem, shifted back by half each
+    np.testing.assert_allclose(res.potentials[0], ref.potentials[0] - 5, atol=1e-12)
+    np.testing.assert_allclose(res.potentials[1], ref.potentials[1] - 5, atol=1e-12)
+    assert part.value == pytest.approx(so.solve(M + 10, a, b, mass=0.5).value - 5,
+                                       abs=1e-12)
+    assert so.solve(np.full((3, 3), -5.0)).value == pytest.approx(-5.0)
+
+
+def test_result_with_lazy_parts_pickles(rng):
+    # grad="detach" values and balanced entropic FGW potentials are computed
+    # on first access by closures, which did not pickle (e.g. a result
+    # returned by a joblib worker)
+    import pickle
+
+    M, a, b = _problem(rng, 4, 5)
+    for res in (so.solve(M, a, b, reg=0.1, grad="detach"),
+                so.solve(torch.as_tensor(M), reg=0.1, grad="detach"),
+                so.solve_gromov(M @ M.T, np.eye(5), M, reg=0.1)):
+        back = pickle.loads(pickle.dumps(res))
+        assert float(back.value) == float(res.value)
+        np.testing.assert_array_equal(np.asarray(back.plan), np.asarray(res.plan))
+        for p, q in zip(back.potentials, res.potentials):
+            np.testing.assert_array_equal(np.asarray(p), np.asarray(q))
+
+
+def test_batched_mass_mismatch_names_the_problem_that_mismatches(rng):
+    # the message gave the first problem's totals (1 and 1) when another one
+    # of the batch was off
+    M, a, b = _problem(rng, 4, 5)
+    with pytest.raises(ValueError, match=r"sum a = 2, sum b = 1\b"):
+        so.solve(np.stack([M, M]), np.stack([a, 2 * a]), np.stack([b, b]), reg=0.1)
