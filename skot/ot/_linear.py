@@ -57,28 +57,30 @@ def _side_for(kind, w, eps, rho=None, box=None):
     return Side(kind, logw)
 
 
-def _dbot_box(box, b, a=None):
+def _dbot_box(box, b, a=None, uniform=False):
     """The column bounds (lo, hi) of ``box`` (a delta or a pair), checked;
-    with ``a``, also that the row mass fits them (sum lo <= sum a <= sum hi)."""
+    with ``a``, also that the row mass fits them (sum lo <= sum a <= sum hi).
+    ``uniform``: a and b are the default uniform weights (mass 1 each), which
+    every delta box holds: no check, no host synchronisation (the losses'
+    case)."""
     lo, hi = _dbot_bounds(box, b)
-    if a is not None:
-        # an infeasible box ran to max_iter and returned a plan whose rows
-        # missed a (hard constraint), with only a ConvergenceWarning
-        slack = 1e-9 if a.dtype == torch.float64 else 1e-5
-        with torch.no_grad():
-            ma = a.sum(-1)
-            slo, shi = lo.sum(-1), hi.sum(-1)
-            low, high = torch.stack([(slo > ma * (1 + slack)).any(),
-                                     (shi < ma * (1 - slack)).any()]).tolist()
-        if low or high:
-            k = int(torch.argmax(((slo > ma * (1 + slack)) | (shi < ma * (1 - slack)))
-                                 .to(torch.uint8)))
-            raise ValueError(
-                f"box is infeasible: the columns must receive sum a = "
-                f"{float(ma[k]):.6g}, but the bounds allow [sum lo, sum hi] = "
-                f"[{float(slo[k]):.6g}, {float(shi[k]):.6g}]; widen the box (or "
-                "rescale b: a delta box is relative to b)")
-    return lo, hi
+    if a is None or (uniform and not isinstance(box, (tuple, list))):
+        return lo, hi
+    # an infeasible box ran to max_iter and returned a plan whose rows
+    # missed a (hard constraint), with only a ConvergenceWarning
+    slack = 1e-9 if a.dtype == torch.float64 else 1e-5
+    with torch.no_grad():
+        ma = a.sum(-1)
+        slo, shi = lo.sum(-1), hi.sum(-1)
+        off = (slo > ma * (1 + slack)) | (shi < ma * (1 - slack))
+        if not bool(off.any()):  # one host synchronisation
+            return lo, hi
+        k = int(torch.argmax(off.flatten().to(torch.uint8)))
+    raise ValueError(
+        f"box is infeasible: the columns must receive sum a = "
+        f"{float(ma.flatten()[k]):.6g}, but the bounds allow [sum lo, sum hi] = "
+        f"[{float(slo.flatten()[k]):.6g}, {float(shi.flatten()[k]):.6g}]; widen the "
+        "box (or rescale b: a delta box is relative to b)")
 
 
 def _dbot_bounds(box, b):
@@ -100,9 +102,13 @@ def _dbot_bounds(box, b):
                 f"box=(lo, hi): {name} has shape {tuple(v.shape)}, which does not "
                 f"match the {b.shape[-1]} columns of the cost")
     lo, hi = lo.expand_as(b), hi.expand_as(b)
-    if torch.isnan(lo).any() or torch.isnan(hi).any() or torch.isinf(lo).any():
+    with torch.no_grad():  # the checks in one host synchronisation
+        bad_value, bad_order = torch.stack([
+            torch.isnan(lo).any() | torch.isnan(hi).any() | torch.isinf(lo).any(),
+            (lo > hi).any() | (lo < 0).any()]).tolist()
+    if bad_value:
         raise ValueError("box=(lo, hi) must not contain NaN (nor an infinite lo)")
-    if (lo > hi).any() or (lo < 0).any():
+    if bad_order:
         raise ValueError("box=(lo, hi) needs 0 <= lo <= hi entrywise")
     return lo, hi
 
@@ -227,7 +233,8 @@ def _entropic(prob, opts, row_kind, col_kind, *, total_mass=None, box=None):
     Cs = C if track else C.detach()
     a_s = a if track else a.detach()
     b_s = b if track else b.detach()
-    dbox = _dbot_box(box, b_s, a_s) if col_kind == "box" else None
+    dbox = (_dbot_box(box, b_s, a_s, uniform=all(prob.default_weights))
+            if col_kind == "box" else None)
     _check_mask_feasible(mask, row_kind, col_kind,
                          col_lo=None if dbox is None else dbox[0].detach())
     # forbidden pairs are applied to the kernel inside the solver (no masked

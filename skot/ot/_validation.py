@@ -101,13 +101,16 @@ def _to_tensor(x, name, like=None):
 class Problem:
     """A validated linear OT problem: torch tensors, batched (B, n, m)."""
 
-    def __init__(self, M, a, b, batched, numpy_io, zero_weights=None):
+    def __init__(self, M, a, b, batched, numpy_io, zero_weights=None,
+                 default_weights=(False, False)):
         self.M, self.a, self.b = M, a, b
         self.batched = batched
         self.numpy_io = numpy_io
         # (a has a zero entry, b has one), read in the weight checks'
         # synchronisation; None: not known (then read when needed)
         self.zero_weights = zero_weights
+        # (a was None, b was None): the uniform weights, known without a look
+        self.default_weights = default_weights
 
     @property
     def shape(self):
@@ -195,11 +198,13 @@ def check_problem(M, a, b, *, allow_inf=False):
         check_same_backend(("M", M), ("a", a), ("b", b))
     M, numpy_io = check_cost(M, allow_inf=allow_inf)
     batched = M.ndim == 3
+    a_given, b_given = a, b
     a, za = check_weights(a, "a", M.shape[-2], M, batched)
     b, zb = check_weights(b, "b", M.shape[-1], M, batched)
     if not batched:
         M, a, b = M.unsqueeze(0), a.unsqueeze(0), b.unsqueeze(0)
-    return Problem(M, a, b, batched, numpy_io, zero_weights=(za, zb))
+    return Problem(M, a, b, batched, numpy_io, zero_weights=(za, zb),
+                   default_weights=(a_given is None, b_given is None))
 
 
 def check_mask(mask, M):
