@@ -370,9 +370,11 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             criterion__options=self._options(),
             optimizer=torch.optim.AdamW, lr=self.lr,
             optimizer__weight_decay=self.weight_decay,
-            max_epochs=self.max_epochs, batch_size=min(self.batch_size, len(X)),
+            max_epochs=int(self.max_epochs),
+            # int: a numpy integer passes the parameter check but not skorch's
+            batch_size=int(min(self.batch_size, len(X))),
             iterator_train__shuffle=True, iterator_train__generator=gen,
-            iterator_train__drop_last=len(X) > self.batch_size,
+            iterator_train__drop_last=bool(len(X) > self.batch_size),
             train_split=None, device=str(device), verbose=self.verbose,
         )
         # the heads are initialised on the CPU from torch's global generator

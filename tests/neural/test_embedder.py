@@ -558,3 +558,14 @@ def test_huge_inputs_give_unit_rows(pairs):
     # subnormal float32 rows (2**149 as one factor overflowed: NaN)
     tiny = _unit_rows(v * 1e-39)
     torch.testing.assert_close(tiny, torch.nn.functional.normalize(v, dim=-1))
+
+
+def test_numpy_integer_batch_size(pairs):
+    # np.int64 passes the parameter check (numbers.Integral) but skorch's
+    # own check wanted a Python int: "batch_size should be a positive integer
+    # value, but got batch_size=16" (e.g. a grid from np.arange)
+    X, Y = pairs
+    a = OTContrastiveEmbedder(batch_size=np.int64(64), max_epochs=1,
+                              random_state=0).fit(X, Y)
+    b = OTContrastiveEmbedder(batch_size=64, max_epochs=1, random_state=0).fit(X, Y)
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
