@@ -163,6 +163,21 @@ def test_unknown_loss_name():
         L.OTContrastiveLoss("nope")
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"align_weight": -1.0}, "align_weight"),
+    ({"align_weight": float("nan")}, "align_weight"),
+    ({"uniformity": -0.5}, "uniformity"),
+    ({"reg": 0.0}, "reg"),
+    ({"align_form": "nope", "align_weight": 0.0}, "align_form"),
+])
+def test_module_hyperparameters_are_checked(kwargs, match):
+    # a negative or NaN align_weight was skipped silently (the term is added
+    # when align_weight > 0), and reg=0 passed on batches of one pair
+    x, y = _pair()
+    with pytest.raises(ValueError, match=match):
+        L.OTContrastiveLoss("iot", **kwargs)
+
+
 def test_envelope_gradient_matches_finite_differences():
     # d/dx of the envelope-based IOT loss vs central differences of the loss value
     x, y = _pair(n=8, d=4)
