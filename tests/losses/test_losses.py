@@ -96,6 +96,12 @@ def test_ncu_options_and_batch_size():
         L.ncu_loss(x, y, noise_ratio=-0.1)
     with pytest.raises(ValueError, match="ot_reg"):
         L.ncu_loss(x, y, ot_reg=0.0)
+    # a string failed in a comparison ("'<=' not supported between ..."),
+    # naming neither the parameter nor the value
+    with pytest.raises(TypeError, match="gamma must be a float, got '0.3'"):
+        L.ncu_loss(x, y, gamma="0.3")
+    with pytest.raises(TypeError, match="noise_ratio"):
+        L.ncu_loss(x, y, noise_ratio=None)
 
 
 def test_envelope_iot_equals_unrolled_kl_and_has_plan_gradient():
