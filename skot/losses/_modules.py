@@ -92,7 +92,8 @@ class OTContrastiveLoss(nn.Module):
         Returns
         -------
         loss : tensor of shape ()
-            The contrastive loss (0 when fewer than two pairs are given) plus
+            The contrastive loss (0, with zero gradients, when fewer than two
+            pairs are given) plus
             ``align_weight`` times the alignment regulariser.
         """
         func, fixed = LOSSES[self.loss]
@@ -102,7 +103,11 @@ class OTContrastiveLoss(nn.Module):
         # the loss's checks that read no values, also for batches too small
         # for the loss (whose 0 has zx's dtype and device)
         F._check_batch(zx, zy, target)
-        total = zx.new_zeros(())
+        # 0 as a sum over no rows: a term of the graph when zx or zy needs a
+        # gradient, so that backward() on a batch too small for the loss gives
+        # zero gradients (as the functions' 0 at one pair does) rather than
+        # torch's "element 0 of tensors does not require grad"
+        total = zx[:0].sum() + zy[:0].sum()
         if len(zx) >= 2:
             total = total + func(zx, zy, reg=self.reg, target=target, **kw)
         if self.align_weight > 0:

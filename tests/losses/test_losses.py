@@ -169,6 +169,21 @@ def test_unknown_loss_name():
         L.OTContrastiveLoss("nope")
 
 
+@pytest.mark.parametrize("name", ["iot", "infonce", "ncu"])
+def test_module_backward_on_a_batch_too_small_for_the_loss(name):
+    # a training loop's last batch of one pair: the module's 0 was a constant
+    # and backward() failed ("element 0 of tensors does not require grad")
+    x, y = _pair()
+    xg, yg = x[:1].clone().requires_grad_(True), y[:1].clone().requires_grad_(True)
+    loss = L.OTContrastiveLoss(name)(xg, yg)
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert torch.equal(xg.grad, torch.zeros_like(xg))
+    assert torch.equal(yg.grad, torch.zeros_like(yg))
+    with torch.no_grad():
+        assert not L.OTContrastiveLoss(name)(xg, yg).requires_grad
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"align_weight": -1.0}, "align_weight"),
     ({"align_weight": float("nan")}, "align_weight"),
