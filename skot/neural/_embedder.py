@@ -155,7 +155,8 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         ``"iot"``, ``"iot_total"``, ``"unbalanced"`` and ``"dbot"`` losses; with
         another loss, a weight > 0 warns in ``fit`` that it is unused.
     align_weight : float >= 0, default=0.0
-        Weight of the OT alignment regulariser (partially paired data).
+        Weight of the OT alignment regulariser (partially paired data),
+        an entropic OT value solved at ``max(reg, 0.05)``.
     align_form : {"pairwise", "barycenter"}, default="pairwise"
         Its form: entropic W between the two latent batches, or the mean W to
         their free-support barycenter (see
