@@ -838,6 +838,9 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
         to the row softmax, each a mean over the n rows.
     """
     _check_pair(x, y, reg, target, min_rows=2, ot_reg=ot_reg)
+    for name, value in (("gamma", gamma), ("noise_ratio", noise_ratio)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a float, got {value!r}")
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
     if not 0.0 <= noise_ratio < 1.0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..ot._validation import check_positive, check_reg
 from . import _functional as F
 
 __all__ = ["OTContrastiveLoss", "LOSSES"]
@@ -49,6 +50,13 @@ class OTContrastiveLoss(nn.Module):
         Extra keyword arguments of the loss function (``alpha``,
         ``unbalanced``, ``noise_ratio``, ``gamma``, ...); they override the
         fixed ones of :data:`LOSSES`.
+
+    Raises
+    ------
+    ValueError
+        If ``loss`` or ``align_form`` is not known, ``reg`` is not a finite
+        float > 0, or ``uniformity`` / ``align_weight`` is negative or not
+        finite (checked at construction).
     """
 
     def __init__(self, loss="iot", *, reg=0.05, uniformity=0.0, align_weight=0.0,
@@ -56,6 +64,13 @@ class OTContrastiveLoss(nn.Module):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss={loss!r} is not known; choose one of {sorted(LOSSES)}")
+        check_reg(reg, allow_none=False)
+        for name, value in (("uniformity", uniformity), ("align_weight", align_weight)):
+            # a negative or NaN weight would drop the term silently
+            check_positive(value, name, allow_none=False, strict=False)
+        if align_form not in ("pairwise", "barycenter"):
+            raise ValueError(f"align_form={align_form!r} is not known; use "
+                             "'pairwise' or 'barycenter'")
         self.loss, self.reg = loss, reg
         self.uniformity, self.align_weight = uniformity, align_weight
         self.align_form = align_form
@@ -77,7 +92,8 @@ class OTContrastiveLoss(nn.Module):
         Returns
         -------
         loss : tensor of shape ()
-            The contrastive loss (0 when fewer than two pairs are given) plus
+            The contrastive loss (0, with zero gradients, when fewer than two
+            pairs are given) plus
             ``align_weight`` times the alignment regulariser.
         """
         func, fixed = LOSSES[self.loss]
@@ -87,7 +103,11 @@ class OTContrastiveLoss(nn.Module):
         # the loss's checks that read no values, also for batches too small
         # for the loss (whose 0 has zx's dtype and device)
         F._check_batch(zx, zy, target)
-        total = zx.new_zeros(())
+        # 0 as a sum over no rows: a term of the graph when zx or zy needs a
+        # gradient, so that backward() on a batch too small for the loss gives
+        # zero gradients (as the functions' 0 at one pair does) rather than
+        # torch's "element 0 of tensors does not require grad"
+        total = zx[:0].sum() + zy[:0].sum()
         if len(zx) >= 2:
             total = total + func(zx, zy, reg=self.reg, target=target, **kw)
         if self.align_weight > 0:

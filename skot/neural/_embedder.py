@@ -114,8 +114,14 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         the ``"iot*"``/``"unbalanced"``/``"dbot"`` losses: its ``grad``
         (``"envelope"``, or ``"autodiff"`` with a small ``max_iter`` for the
         papers' unrolled iterations; ``"detach"`` leaves no gradient and is a
-        ``ValueError``), ``max_iter`` and ``unbalanced``. Note that
-        ``OTSolver``'s own default is ``grad="autodiff"``.
+        ``ValueError``), ``max_iter`` and ``unbalanced`` (the latter for
+        ``"unbalanced"`` only). Note that ``OTSolver``'s own default is
+        ``grad="autodiff"``. The loss's temperature is the embedder's ``reg``,
+        not the solver's: an ``OTSolver`` setting the loss does not use
+        (``reg``, ``tol``, ``reg_type``, ``mass``, ``alpha``, and every one but
+        the method with ``"infonce"``, ``"fgw"``, ``"ufgw"``, ``"ncu"``),
+        changed from ``OTSolver``'s default, warns in ``fit`` that it is
+        unused (a grid over ``solver__reg`` would score identical fits).
     n_components : int, default=None
         Output dimension (default: ``min(n_features_X, n_features_Y)``).
     heads : {"both", "x", "y"}, default="both"
@@ -145,9 +151,12 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         user guide. It is read by ``transform``, so ``set_params(mix=...)``
         changes it on a fitted model without refitting.
     uniformity : float >= 0, default=0.0
-        Weight of IOT-CL's uniformity penalty.
+        Weight of IOT-CL's uniformity penalty on the inner plan of the
+        ``"iot"``, ``"iot_total"``, ``"unbalanced"`` and ``"dbot"`` losses; with
+        another loss, a weight > 0 warns in ``fit`` that it is unused.
     align_weight : float >= 0, default=0.0
-        Weight of the OT alignment regulariser (partially paired data).
+        Weight of the OT alignment regulariser (partially paired data),
+        an entropic OT value solved at ``max(reg, 0.05)``.
     align_form : {"pairwise", "barycenter"}, default="pairwise"
         Its form: entropic W between the two latent batches, or the mean W to
         their free-support barycenter (see
@@ -307,6 +316,37 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
                 f"use grad='envelope' or grad='autodiff'"
             )
 
+    def _warn_unused(self):
+        """Warn about settings the configured loss does not read (a grid over
+        them would score identical fits, silently)."""
+        if self.uniformity > 0 and self.loss not in _PLAN_LOSSES:
+            warnings.warn(
+                f"uniformity={self.uniformity!r} is not used by loss={self.loss!r}: "
+                f"IOT-CL's uniformity penalty applies to the inner plan of the "
+                f"{', '.join(repr(m) for m in _PLAN_LOSSES)} losses",
+                UserWarning, stacklevel=3)
+        if not isinstance(self.solver, OTSolver):
+            return
+        used = {"method"}
+        if self.loss in _PLAN_LOSSES:
+            used |= {"grad", "max_iter"}
+            if self.loss == "unbalanced":
+                used.add("unbalanced")
+        default = OTSolver().get_params()
+        unused = {k: v for k, v in self.solver.get_params().items()
+                  if k not in used and v != default[k]
+                  and not (k == "reg" and v == self.reg)}
+        if unused:
+            shown = ", ".join(f"{k}={v!r}" for k, v in sorted(unused.items()))
+            reads = ("grad and max_iter" + (" and unbalanced"
+                                           if self.loss == "unbalanced" else "")
+                     if self.loss in _PLAN_LOSSES else "only its method")
+            warnings.warn(
+                f"solver=OTSolver({shown}) is not used by loss={self.loss!r}: the "
+                f"loss reads {reads} from an OTSolver, and its temperature is the "
+                f"embedder's reg={self.reg!r} (search reg, not solver__reg)",
+                UserWarning, stacklevel=3)
+
     def _grad_mode(self):
         """How the contrastive loss is differentiated through its inner plans."""
         return self._options().get("grad", "envelope")
@@ -347,6 +387,7 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             The fitted embedder.
         """
         self._check_solver()
+        self._warn_unused()
         X, Y, mx, my = self._validate_xy(X, _alias(Y, y))
         device = resolve_device(self.device)
         seed = self.random_state
@@ -370,9 +411,11 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             criterion__options=self._options(),
             optimizer=torch.optim.AdamW, lr=self.lr,
             optimizer__weight_decay=self.weight_decay,
-            max_epochs=self.max_epochs, batch_size=min(self.batch_size, len(X)),
+            max_epochs=int(self.max_epochs),
+            # int: a numpy integer passes the parameter check but not skorch's
+            batch_size=int(min(self.batch_size, len(X))),
             iterator_train__shuffle=True, iterator_train__generator=gen,
-            iterator_train__drop_last=len(X) > self.batch_size,
+            iterator_train__drop_last=bool(len(X) > self.batch_size),
             train_split=None, device=str(device), verbose=self.verbose,
         )
         # the heads are initialised on the CPU from torch's global generator

@@ -170,5 +170,8 @@ class ContrastiveNet(NeuralNet):
             # rows sharing the same paired embedding (one prompt, many images)
             # are positives of each other
             target = target_plan(y_raw=X["y"].to(zx.device)[paired])
+        elif not (self.criterion_.align_weight > 0 and mx.any() and my.any()):
+            # no loss term: a constant, so that train_step_single skips the step
+            return zx.new_zeros(())
         return self.criterion_(zx[paired], zy[paired], x_all=zx[mx], y_all=zy[my],
                                target=target)

@@ -96,6 +96,12 @@ def test_ncu_options_and_batch_size():
         L.ncu_loss(x, y, noise_ratio=-0.1)
     with pytest.raises(ValueError, match="ot_reg"):
         L.ncu_loss(x, y, ot_reg=0.0)
+    # a string failed in a comparison ("'<=' not supported between ..."),
+    # naming neither the parameter nor the value
+    with pytest.raises(TypeError, match="gamma must be a float, got '0.3'"):
+        L.ncu_loss(x, y, gamma="0.3")
+    with pytest.raises(TypeError, match="noise_ratio"):
+        L.ncu_loss(x, y, noise_ratio=None)
 
 
 def test_envelope_iot_equals_unrolled_kl_and_has_plan_gradient():
@@ -161,6 +167,36 @@ def test_alignment_regulariser_is_zero_for_identical_clouds_shifted_otherwise():
 def test_unknown_loss_name():
     with pytest.raises(ValueError, match="loss='nope'"):
         L.OTContrastiveLoss("nope")
+
+
+@pytest.mark.parametrize("name", ["iot", "infonce", "ncu"])
+def test_module_backward_on_a_batch_too_small_for_the_loss(name):
+    # a training loop's last batch of one pair: the module's 0 was a constant
+    # and backward() failed ("element 0 of tensors does not require grad")
+    x, y = _pair()
+    xg, yg = x[:1].clone().requires_grad_(True), y[:1].clone().requires_grad_(True)
+    loss = L.OTContrastiveLoss(name)(xg, yg)
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert torch.equal(xg.grad, torch.zeros_like(xg))
+    assert torch.equal(yg.grad, torch.zeros_like(yg))
+    with torch.no_grad():
+        assert not L.OTContrastiveLoss(name)(xg, yg).requires_grad
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"align_weight": -1.0}, "align_weight"),
+    ({"align_weight": float("nan")}, "align_weight"),
+    ({"uniformity": -0.5}, "uniformity"),
+    ({"reg": 0.0}, "reg"),
+    ({"align_form": "nope", "align_weight": 0.0}, "align_form"),
+])
+def test_module_hyperparameters_are_checked(kwargs, match):
+    # a negative or NaN align_weight was skipped silently (the term is added
+    # when align_weight > 0), and reg=0 passed on batches of one pair
+    x, y = _pair()
+    with pytest.raises(ValueError, match=match):
+        L.OTContrastiveLoss("iot", **kwargs)
 
 
 def test_envelope_gradient_matches_finite_differences():

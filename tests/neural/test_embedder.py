@@ -558,3 +558,55 @@ def test_huge_inputs_give_unit_rows(pairs):
     # subnormal float32 rows (2**149 as one factor overflowed: NaN)
     tiny = _unit_rows(v * 1e-39)
     torch.testing.assert_close(tiny, torch.nn.functional.normalize(v, dim=-1))
+
+
+def test_numpy_integer_batch_size(pairs):
+    # np.int64 passes the parameter check (numbers.Integral) but skorch's
+    # own check wanted a Python int: "batch_size should be a positive integer
+    # value, but got batch_size=16" (e.g. a grid from np.arange)
+    X, Y = pairs
+    a = OTContrastiveEmbedder(batch_size=np.int64(64), max_epochs=1,
+                              random_state=0).fit(X, Y)
+    b = OTContrastiveEmbedder(batch_size=64, max_epochs=1, random_state=0).fit(X, Y)
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+
+
+@pytest.mark.parametrize("loss, kwargs, unused", [
+    ("infonce", {"uniformity": 0.5}, "uniformity=0.5"),
+    ("fgw", {"uniformity": 0.5}, "uniformity=0.5"),
+    ("iot", {"solver__reg": 0.5, "solver__grad": "envelope"}, "reg=0.5"),
+    ("iot", {"solver__tol": 0.1, "solver__grad": "envelope"}, "tol=0.1"),
+    ("iot", {"solver__unbalanced": 0.1, "solver__grad": "envelope"}, "unbalanced=0.1"),
+    ("fgw", {"solver__max_iter": 1, "solver__method": "fgw"}, "max_iter=1"),
+    ("ncu", {"solver__grad": "detach"}, "grad='detach'"),
+    ("infonce", {"solver__max_iter": 1, "solver__method": "rows"}, "max_iter=1"),
+])
+def test_settings_the_loss_does_not_read_warn(pairs, loss, kwargs, unused):
+    # each of these left the fit bit for bit unchanged, silently: a grid over
+    # solver__reg (or uniformity with infonce) scored identical fits
+    from skot.ot import OTSolver
+
+    X, Y = pairs
+    est = OTContrastiveEmbedder(loss, solver=OTSolver(), max_epochs=1,
+                                random_state=0).set_params(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.warns(UserWarning, match="not used by loss") as rec:
+            est.fit(X, Y)
+    assert any(unused in str(w.message) for w in rec)
+
+
+def test_settings_the_loss_reads_do_not_warn(pairs):
+    from skot.ot import OTSolver
+
+    X, Y = pairs
+    for est in (OTContrastiveEmbedder("iot", uniformity=0.1),
+                OTContrastiveEmbedder("unbalanced", solver=OTSolver(
+                    "unbalanced", grad="envelope", max_iter=50, unbalanced=0.5)),
+                OTContrastiveEmbedder("iot", reg=0.05, solver=OTSolver(
+                    grad="envelope", reg=0.05)),
+                OTContrastiveEmbedder("fgw", solver=OTSolver("fgw"))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            warnings.simplefilter("ignore", ConvergenceWarning)  # a UserWarning
+            est.set_params(max_epochs=1, random_state=0).fit(X, Y)
