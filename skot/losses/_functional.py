@@ -26,7 +26,7 @@ from ..ot._autograd import with_gradient, with_product_gradient
 from ..ot._gromov import LowRankGraph, fgw_pairing
 from ..ot._linear import flat_dot
 from ..ot._sinkhorn import gibbs_nll
-from ..ot._validation import check_positive, check_reg
+from ..ot._validation import all_finite, check_positive, check_reg
 
 __all__ = [
     "target_plan",
@@ -83,7 +83,7 @@ def target_plan(x_raw=None, y_raw=None, n=None, *, atol=1e-6, device=None,
     ValueError
         If neither embeddings nor ``n`` are given, ``n`` is not an integer
         >= 1 or does not match the embeddings' rows, the embeddings are not
-        (n, d), or ``atol`` is negative.
+        (n, d) or not finite, or ``atol`` is negative.
 
     Examples
     --------
@@ -116,6 +116,11 @@ def target_plan(x_raw=None, y_raw=None, n=None, *, atol=1e-6, device=None,
                          f"{tuple(ref.shape)}")
     if n is not None and n != ref.shape[0]:
         raise ValueError(f"n={n} does not match the {ref.shape[0]} rows of {name}")
+    if not all_finite(ref.detach()):
+        # a NaN row compared as nobody's duplicate: its positives silently
+        # became itself alone
+        raise ValueError(f"{name} contains NaN or inf; the paired embeddings must "
+                         "be finite (drop unpaired rows before building the target)")
     r = F.normalize(ref.detach(), dim=1)
     eye = torch.eye(len(r), dtype=torch.bool, device=r.device)
     same = ((r @ r.T >= 1 - atol) | eye).to(r.dtype)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+
+import torch
 from torch import nn
 
 from ..ot._validation import check_positive, check_reg
@@ -55,8 +58,12 @@ class OTContrastiveLoss(nn.Module):
     ------
     ValueError
         If ``loss`` or ``align_form`` is not known, ``reg`` is not a finite
-        float > 0, or ``uniformity`` / ``align_weight`` is negative or not
-        finite (checked at construction).
+        float > 0, ``uniformity`` / ``align_weight`` is negative or not
+        finite, or an entry of ``options`` is refused by the loss function
+        (checked at construction, by evaluating the loss on two pairs).
+    TypeError
+        If the loss function does not take an entry of ``options`` (or refuses
+        its type).
     """
 
     def __init__(self, loss="iot", *, reg=0.05, uniformity=0.0, align_weight=0.0,
@@ -75,6 +82,22 @@ class OTContrastiveLoss(nn.Module):
         self.uniformity, self.align_weight = uniformity, align_weight
         self.align_form = align_form
         self.options = {} if options is None else dict(options)
+        self._check_options()
+
+    def _check_options(self):
+        """Check ``options`` at construction, before any training: the loss
+        function is evaluated once on a batch of two orthogonal pairs (a 2 x 2
+        solve), so that each option is checked by the function that reads it
+        (a bad ``max_iter`` or ``unbalanced`` was found in the first training
+        step)."""
+        func, fixed = LOSSES[self.loss]
+        kw = {**fixed, **self.options}
+        if self.uniformity and func is F.iot_loss:
+            kw["uniformity"] = self.uniformity
+        z = torch.eye(2, dtype=torch.float64)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # only the checks are wanted here
+            func(z, z, reg=self.reg, **kw)
 
     def forward(self, zx, zy, *, x_all=None, y_all=None, target=None):
         """Loss on paired rows (+ the alignment regulariser on all rows).

@@ -173,5 +173,19 @@ class ContrastiveNet(NeuralNet):
         elif not (self.criterion_.align_weight > 0 and mx.any() and my.any()):
             # no loss term: a constant, so that train_step_single skips the step
             return zx.new_zeros(())
-        return self.criterion_(zx[paired], zy[paired], x_all=zx[mx], y_all=zy[my],
-                               target=target)
+        try:
+            return self.criterion_(zx[paired], zy[paired], x_all=zx[mx],
+                                   y_all=zy[my], target=target)
+        except ValueError as exc:
+            # the inputs were checked finite in fit: non-finite embeddings mean
+            # that the heads' weights diverged (the loss's own message, "x or
+            # y contains NaN or inf", named neither the cause nor lr)
+            with torch.no_grad():
+                finite = bool(torch.isfinite(zx).all() & torch.isfinite(zy).all())
+            if finite:
+                raise
+            epoch = len(self.history)
+            raise ValueError(
+                f"training diverged: the heads' embeddings became NaN or inf in "
+                f"epoch {epoch} (lr={self.lr!r}); lower lr, or reg if it is tiny"
+            ) from exc

@@ -199,6 +199,37 @@ def test_module_hyperparameters_are_checked(kwargs, match):
         L.OTContrastiveLoss("iot", **kwargs)
 
 
+@pytest.mark.parametrize("loss, options, exc, match", [
+    ("iot", {"max_iter": 0}, ValueError, "max_iter"),
+    ("unbalanced", {"unbalanced": -1.0}, ValueError, "unbalanced"),
+    ("iot", {"grad": "detach"}, ValueError, "grad"),
+    ("fgw", {"alpha": 2.0}, ValueError, "alpha"),
+    ("ncu", {"noise_ratio": 1.5}, ValueError, "noise_ratio"),
+    ("ncu", {"gamma": "0.3"}, TypeError, "gamma"),
+    ("iot", {"bogus": 1}, TypeError, "bogus"),
+])
+def test_module_options_are_checked_at_construction(loss, options, exc, match):
+    # they were read, and refused, only in the first training step
+    with pytest.raises(exc, match=match):
+        L.OTContrastiveLoss(loss, options=options)
+
+
+def test_module_construction_leaves_the_global_random_state():
+    state = torch.random.get_rng_state()
+    for loss in L.LOSSES:
+        L.OTContrastiveLoss(loss, uniformity=0.1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_target_plan_refuses_non_finite_embeddings():
+    # a NaN row had been nobody's duplicate: its positives silently itself alone
+    y = torch.tensor([[1.0, 0.0], [float("nan"), 1.0], [1.0, 0.0]])
+    with pytest.raises(ValueError, match="y_raw contains NaN"):
+        L.target_plan(y_raw=y)
+    with pytest.raises(ValueError, match="x_raw contains NaN or inf"):
+        L.target_plan(x_raw=torch.tensor([[float("inf"), 0.0], [0.0, 1.0]]))
+
+
 def test_envelope_gradient_matches_finite_differences():
     # d/dx of the envelope-based IOT loss vs central differences of the loss value
     x, y = _pair(n=8, d=4)

@@ -610,3 +610,25 @@ def test_settings_the_loss_reads_do_not_warn(pairs):
             warnings.simplefilter("error", UserWarning)
             warnings.simplefilter("ignore", ConvergenceWarning)  # a UserWarning
             est.set_params(max_epochs=1, random_state=0).fit(X, Y)
+
+
+def test_divergent_training_names_lr():
+    # the loss's "x or y contains NaN or inf" named neither the cause nor lr
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 8))
+    Y = X + 0.1 * rng.normal(size=(40, 8))
+    with pytest.raises(ValueError, match=r"training diverged.*lr=1e\+30"):
+        OTContrastiveEmbedder(lr=1e30, max_epochs=3).fit(X, Y)
+
+
+def test_solver_options_are_checked_before_training():
+    from skot.ot import OTSolver
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 8))
+    Y = X + 0.1 * rng.normal(size=(40, 8))
+    est = OTContrastiveEmbedder(solver=OTSolver(grad="envelope", max_iter=0),
+                                max_epochs=1)
+    with pytest.raises(ValueError, match="max_iter"):
+        est.fit(X, Y)
+    assert not hasattr(est, "net_")  # refused before the net was fitted
