@@ -11,6 +11,8 @@ __all__ = ["OTSolver", "get_solver"]
 
 # methods that take no entropic regularisation
 _UNREGULARISED = {"exact", "fgw_exact"}
+# linear methods with a fused Gromov counterpart (None: inferred, as solve does)
+_LIFTS_TO_FGW = {None, "sinkhorn", "unbalanced", "exact"}
 
 
 class OTSolver(BaseEstimator):
@@ -76,6 +78,15 @@ class OTSolver(BaseEstimator):
         if method in _UNREGULARISED:
             p["reg"] = None
         if quadratic:
+            if method not in _QUADRATIC and method not in _LIFTS_TO_FGW:
+                # its constraint set (partial mass, a box, one free side, ...)
+                # has no fused Gromov counterpart here: mapping it to balanced
+                # fgw dropped the constraint silently
+                raise ValueError(
+                    f"solver method={method!r} has no fused Gromov-Wasserstein "
+                    "counterpart: solve_gromov solves balanced or KL-unbalanced "
+                    "(F)GW; use method 'sinkhorn', 'unbalanced', 'exact', 'fgw' or "
+                    "'fgw_exact'")
             if method not in _QUADRATIC:
                 method = "fgw_exact" if p["reg"] is None or method == "exact" else "fgw"
                 if method == "fgw_exact":
@@ -133,11 +144,13 @@ class OTSolver(BaseEstimator):
 
         Calls :func:`skot.ot.solve_gromov` with this solver's parameters,
         updated by ``overrides``. A linear method maps to its quadratic
-        counterpart: ``"exact"``, or any method with ``reg=None``, to
-        ``"fgw_exact"`` (reg None); every other linear method (``"sinkhorn"``,
-        ``"unbalanced"``, ...) to entropic ``"fgw"`` with the same ``reg``,
+        counterpart: ``"exact"``, or ``"sinkhorn"`` / ``"unbalanced"`` with
+        ``reg=None``, to ``"fgw_exact"`` (reg None); ``"sinkhorn"`` and
+        ``"unbalanced"`` to entropic ``"fgw"`` with the same ``reg``,
         ``reg_type``, ``unbalanced``, ``max_iter``, ``tol`` and ``grad``.
-        ``mass`` is not passed.
+        The other linear methods (``"partial"``, ``"dbot"``, ``"total"``,
+        ``"rows"``, ``"cols"``, ``"sparse"``) have no counterpart and are a
+        ``ValueError``. ``mass`` is not passed.
 
         Parameters
         ----------
@@ -159,6 +172,13 @@ class OTSolver(BaseEstimator):
         -------
         result : OTResult
             As :func:`skot.ot.solve_gromov`.
+
+        Raises
+        ------
+        ValueError
+            If the method (stored or overridden) is a linear method with no
+            fused Gromov counterpart (``"partial"``, ``"dbot"``, ``"total"``,
+            ``"rows"``, ``"cols"``, ``"sparse"``).
         """
         return solve_gromov(Ca, Cb, M, a, b, **self._kwargs(overrides, quadratic=True))
 

@@ -677,3 +677,28 @@ def test_exact_fgw_with_feature_costs_all_below_minus_one(rng):
     start = so.fgw_objective(*(torch.as_tensor(x) for x in (
         M, Ca, Cb, np.outer(ot.unif(12), ot.unif(9)))), 0.3)[0]
     assert res.value < float(start) - 1e-3  # not the starting plan a b^T
+
+
+@pytest.mark.parametrize("method, kw", [
+    ("partial", {"mass": 0.5}), ("dbot", {}), ("total", {}), ("rows", {}),
+    ("cols", {}), ("sparse", {}), ("partial", {"reg": None, "mass": 0.5}),
+])
+def test_solver_without_gromov_counterpart_is_refused(rng, method, kw):
+    # the constraint (partial mass, the box, a free side, ...) had been dropped
+    # silently: OTSolver("partial", mass=0.5).solve_gromov solved balanced fgw
+    Ca, Cb, M = _graphs(rng)
+    solver = so.OTSolver(method, **{"reg": 0.1, **kw})
+    with pytest.raises(ValueError, match=f"method='{method}' has no fused Gromov"):
+        solver.solve_gromov(Ca, Cb, M)
+    with pytest.raises(ValueError, match="has no fused Gromov"):
+        so.OTSolver("sinkhorn", reg=0.1).solve_gromov(Ca, Cb, M, method=method)
+
+
+@pytest.mark.parametrize("method", ["sinkhorn", "unbalanced", "exact", None])
+def test_solver_linear_methods_with_a_gromov_counterpart(rng, method):
+    Ca, Cb, M = _graphs(rng)
+    kw = {"unbalanced": 1.0} if method == "unbalanced" else {}
+    res = so.OTSolver(method, reg=0.1, **kw).solve_gromov(Ca, Cb, M)
+    ref = so.solve_gromov(Ca, Cb, M, reg=None if method == "exact" else 0.1,
+                          method="fgw_exact" if method == "exact" else "fgw", **kw)
+    np.testing.assert_allclose(res.plan, ref.plan, atol=1e-12)
