@@ -118,6 +118,14 @@ class OnlineOTResult(OTResult):
         r, c = self._marg
         return self._export(r), self._export(c)
 
+    def __getstate__(self):
+        # the plan stays lazy (n x m, never built to pickle): its builder is a
+        # picklable object holding the features and the potentials
+        self.value, self.potentials  # noqa: B018  (evaluates the lazy parts)
+        state = dict(self.__dict__)
+        state["_lazy_values"] = state["_lazy_potentials"] = None
+        return state
+
     def apply_plan(self, V, transpose=False):
         """Return ``P @ V`` (or ``P.T @ V``) without materialising ``P``.
 
@@ -203,6 +211,45 @@ def _lse_cols(geo, u, eps):
         mx = new
     safe = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
     return torch.log(s) + safe
+
+
+class _LazyPlan:
+    """The plan of :func:`solve_sample`, tile by tile from the potentials: built
+    (n x m) or applied to a matrix without it. An object, not closures, so that
+    a result pickles (with the features, not the plan)."""
+
+    def __init__(self, geo, u, v, eps, n, m):
+        self.geo, self.u, self.v, self.eps, self.n, self.m = geo, u, v, eps, n, m
+
+    def build(self):
+        geo, u, v, eps = self.geo, self.u, self.v, self.eps
+        with torch.no_grad():
+            P = torch.empty((self.n, self.m), dtype=u.dtype, device=u.device)
+            for rows in geo.row_tiles():
+                P[rows] = _plan_tile(geo, rows, u, v, eps)
+            return P
+
+    def apply(self, V, transpose):
+        geo, u, v, eps, n, m = self.geo, self.u, self.v, self.eps, self.n, self.m
+        Vt = V if isinstance(V, torch.Tensor) else torch.as_tensor(np.asarray(V))
+        Vt = Vt.to(dtype=u.dtype, device=u.device)
+        size = n if transpose else m
+        if Vt.shape[0] != size:
+            raise ValueError(f"V must have {size} rows, got shape {tuple(Vt.shape)}")
+        vec = Vt.ndim == 1
+        V2 = Vt.unsqueeze(1) if vec else Vt
+        with torch.no_grad():
+            if transpose:
+                out = torch.zeros((m, V2.shape[1]), dtype=u.dtype, device=u.device)
+            else:
+                out = torch.empty((n, V2.shape[1]), dtype=u.dtype, device=u.device)
+            for rows in geo.row_tiles():
+                P = _plan_tile(geo, rows, u, v, eps)
+                if transpose:
+                    out += P.T @ V2[rows]
+                else:
+                    out[rows] = P @ V2
+        return out[:, 0] if vec else out
 
 
 def _plan_tile(geo, rows, u, v, eps):
@@ -530,34 +577,7 @@ def solve_sample(
         pack = ((Xa, Xb), metric, u, v, eps, batch_size, f, g, balanced)
         value = _EnvelopeValue.apply(value, Xa, Xb, a_t, b_t, pack)
 
-    def build_plan():
-        with torch.no_grad():
-            P = torch.empty((n, m), dtype=Xa.dtype, device=Xa.device)
-            for rows in geo.row_tiles():
-                P[rows] = _plan_tile(geo, rows, u, v, eps)
-            return P
-
-    def apply(V, transpose):
-        Vt = V if isinstance(V, torch.Tensor) else torch.as_tensor(np.asarray(V))
-        Vt = Vt.to(dtype=Xa.dtype, device=Xa.device)
-        size = n if transpose else m
-        if Vt.shape[0] != size:
-            raise ValueError(f"V must have {size} rows, got shape {tuple(Vt.shape)}")
-        vec = Vt.ndim == 1
-        V2 = Vt.unsqueeze(1) if vec else Vt
-        with torch.no_grad():
-            if transpose:
-                out = torch.zeros((m, V2.shape[1]), dtype=Xa.dtype, device=Xa.device)
-            else:
-                out = torch.empty((n, V2.shape[1]), dtype=Xa.dtype, device=Xa.device)
-            for rows in geo.row_tiles():
-                P = _plan_tile(geo, rows, u, v, eps)
-                if transpose:
-                    out += P.T @ V2[rows]
-                else:
-                    out[rows] = P @ V2
-        return out[:, 0] if vec else out
-
+    lazy = _LazyPlan(geo, u, v, eps, n, m)
     return OnlineOTResult(
         value=value,
         value_linear=vl,
@@ -568,8 +588,8 @@ def solve_sample(
         err=float(err),
         status="converged" if converged else (
             "tol below rounding" if stalled else "max_iter reached"),
-        _plan_fn=build_plan,
+        _plan_fn=lazy.build,
         _numpy=numpy_io,
         _marg=(r, c),
-        _apply=apply,
+        _apply=lazy.apply,
     )

@@ -286,3 +286,19 @@ def test_float32_potentials_too_large_for_tol_are_not_converged():
     assert not res.converged and res.status == "tol below rounding"
     assert solve_sample(Xa, Xb, a, b, metric="cosine", reg=0.01, unbalanced=500.0,
                         max_iter=100_000).converged
+
+
+def test_result_pickles_with_its_plan_still_lazy():
+    # the plan builder and apply_plan were closures: "Can't pickle local object"
+    import pickle
+
+    rng = np.random.default_rng(0)
+    Xa, Xb = rng.random((20, 3)), rng.random((15, 3))
+    res = solve_sample(Xa, Xb, reg=0.1)
+    back = pickle.loads(pickle.dumps(res))
+    assert object.__getattribute__(back, "_plan") is None  # not built to pickle
+    V = rng.random((15, 2))
+    np.testing.assert_allclose(back.apply_plan(V), res.apply_plan(V), rtol=1e-12)
+    np.testing.assert_allclose(back.plan, res.plan, rtol=1e-12)
+    assert back.value == res.value and back.n_iter == res.n_iter
+    np.testing.assert_allclose(back.marginals[0], res.marginals[0])
