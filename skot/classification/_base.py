@@ -111,6 +111,12 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
                 self._check_zero_shot_y(y)
             return X, y
         self._class_order = None
+        if self.classes is not None:
+            # it had been ignored: classes_ came from y whatever classes said
+            raise ValueError(
+                f"classes={self.classes!r} names the rows of class_embeddings, but "
+                "class_embeddings is None (few-shot: the classes are the labels "
+                "of y); pass class_embeddings with it, or leave classes=None")
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is "
@@ -174,7 +180,10 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         if prior is None or isinstance(prior, str):
             self.class_prior_ = np.full(k, 1.0 / k) if prior == "uniform" else None
             return
-        prior = np.asarray(prior, dtype=float)
+        try:
+            prior = np.asarray(prior, dtype=float)
+        except (TypeError, ValueError):  # strings: "could not convert 'a'"
+            prior = np.array([np.nan])
         if prior.shape != (k,) or not np.isfinite(prior).all() or (prior < 0).any() \
                 or prior.sum() <= 0:
             raise ValueError(

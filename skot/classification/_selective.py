@@ -57,10 +57,13 @@ class SelectiveOTClassifier(BaseOTClassifier):
     classes : array-like of shape (n_classes,), default=None
         Labels of the class embeddings, distinct, not missing (None, NaN) and
         all strings or all numbers; ``classes_`` holds them sorted, as
-        scikit-learn's scorers assume of ``predict_proba``.
+        scikit-learn's scorers assume of ``predict_proba``. Only with
+        ``class_embeddings`` (a ``ValueError`` in ``fit`` otherwise).
     estimator : fitted classifier with ``predict_proba``, default=None
         Wrap a probabilistic classifier instead (cost ``-log p``). It is used as
         given when already fitted; otherwise a clone is fitted on ``fit(X, y)``.
+        Not with ``class_embeddings`` or ``classes`` (a ``ValueError`` in
+        ``fit``: they were ignored).
         It needs at least 2 classes (a ``ValueError`` in ``fit``), and its
         ``predict_proba`` one finite column per class of its ``classes_`` (a
         ``ValueError`` in ``predict``).
@@ -229,6 +232,15 @@ class SelectiveOTClassifier(BaseOTClassifier):
             self._fit_classes(X, y)
             self.estimator_ = None
         else:
+            for name in ("class_embeddings", "classes"):
+                if getattr(self, name) is not None:
+                    # it had been ignored: the estimator's classes_ and
+                    # predict_proba were used
+                    raise ValueError(
+                        f"{name} is given with estimator={self.estimator!r}; the "
+                        "wrapped estimator's predict_proba is the posterior and "
+                        f"its classes_ the classes: pass {name} or estimator, "
+                        "not both")
             self._check_solver()
             resolve_device(self.device)  # in fit, not first in predict
             est = self.estimator

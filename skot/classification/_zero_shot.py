@@ -66,6 +66,8 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         ``classes_`` holds them sorted (scikit-learn's order of the
         ``predict_proba`` columns, which its scorers assume), and
         ``class_embeddings_`` and ``class_prior_`` follow that order.
+        Only with ``class_embeddings`` (few-shot takes the labels of ``y``;
+        a ``ValueError`` in ``fit`` otherwise).
     alpha : float >= 0, default=0.0
         Weight of the structure (fused Gromov) term, in cost units.
     reg : float > 0 or None, default=0.01
@@ -74,7 +76,10 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         each row to its cheapest class); an entropic solver with a class
         prior then fails in ``fit`` with a ``ValueError``.
     solver : str or OTSolver, default="sinkhorn"
-        Linear OT solver used when a class prior is set: ``"sinkhorn"``,
+        Linear OT solver used when a class prior is set (without one, the
+        rows-only softmax, except ``"exact"`` / ``"fgw_exact"``, which send
+        each row to its cheapest class: one-hot ``predict_proba``, ``reg``
+        unused): ``"sinkhorn"``,
         ``"exact"``, ``"dbot"`` (column sums in a box around the prior),
         ``"unbalanced"`` (KL-relaxed prior, see ``unbalanced``), ``"fgw"`` /
         ``"fgw_exact"`` (same as ``"sinkhorn"`` / ``"exact"``; pair with

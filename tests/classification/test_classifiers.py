@@ -660,3 +660,27 @@ def test_batches_smaller_than_the_classes_with_a_prior_warn(rng, Est):
         warnings.simplefilter("error", UserWarning)
         clf.predict(X[:100])
         clf.set_params(class_prior=None, batch_size=None).fit(X).predict(X[:1])
+
+
+@pytest.mark.parametrize("Est", [FGWZeroShotClassifier, SelectiveOTClassifier])
+def test_classes_without_class_embeddings_is_refused(rng, Est):
+    # few-shot took classes_ from y and ignored classes=, silently
+    X, y, _ = _clip_like(rng, n=60)
+    with pytest.raises(ValueError, match=r"classes=\['a', 'b'.*class_embeddings is None"):
+        Est(classes=list("abcde")).fit(X, y)
+
+
+@pytest.mark.parametrize("name", ["class_embeddings", "classes"])
+def test_selective_estimator_with_class_embeddings_is_refused(rng, name):
+    # the wrapped estimator was used and class_embeddings / classes ignored
+    X, y, T = _clip_like(rng, n=60)
+    params = {"class_embeddings": T} if name == "class_embeddings" else {
+        "classes": list("abcde")}
+    with pytest.raises(ValueError, match=f"{name} is given with estimator="):
+        SelectiveOTClassifier(estimator=LogisticRegression(), **params).fit(X, y)
+
+
+def test_class_prior_of_strings_names_the_parameter(rng):
+    X, _, T = _clip_like(rng, n=30)
+    with pytest.raises(ValueError, match=r"class_prior must be.*got \['a', 'b'"):
+        FGWZeroShotClassifier(class_embeddings=T, class_prior=list("abcde")).fit(X)
