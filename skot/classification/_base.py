@@ -111,6 +111,12 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
                 self._check_zero_shot_y(y)
             return X, y
         self._class_order = None
+        if self.classes is not None:
+            # it had been ignored: classes_ came from y whatever classes said
+            raise ValueError(
+                f"classes={self.classes!r} names the rows of class_embeddings, but "
+                "class_embeddings is None (few-shot: the classes are the labels "
+                "of y); pass class_embeddings with it, or leave classes=None")
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is "
@@ -174,7 +180,10 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         if prior is None or isinstance(prior, str):
             self.class_prior_ = np.full(k, 1.0 / k) if prior == "uniform" else None
             return
-        prior = np.asarray(prior, dtype=float)
+        try:
+            prior = np.asarray(prior, dtype=float)
+        except (TypeError, ValueError):  # strings: "could not convert 'a'"
+            prior = np.array([np.nan])
         if prior.shape != (k,) or not np.isfinite(prior).all() or (prior < 0).any() \
                 or prior.sum() <= 0:
             raise ValueError(
@@ -230,9 +239,15 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         # max_iter and warned although it had converged
         tol = 1e-6 if dtype == torch.float64 else None
         solver = get_solver(self.solver, reg=self.reg, max_iter=self.max_iter, tol=tol)
-        # a named solver with no budget of its own (the entropic methods; the
-        # registry holds the network simplex's and L-BFGS's) gets 10000
-        if (not isinstance(self.solver, OTSolver) and solver.max_iter is None
+        # an OTSolver with a max_iter of its own keeps it; one without takes
+        # the estimator's max_iter (it had run the solve's default 1000
+        # iterations whatever max_iter said, and the ConvergenceWarning asked
+        # to increase a max_iter that was not used)
+        if solver.max_iter is None and self.max_iter is not None:
+            solver.set_params(max_iter=self.max_iter)
+        # no budget from either (the entropic methods; the registry holds the
+        # network simplex's and L-BFGS's): 10000
+        if (solver.max_iter is None
                 and default_max_iter(solver.method, solver.reg, None) is None):
             solver.set_params(max_iter=self._entropic_max_iter())
         return solver
@@ -257,6 +272,28 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
 
             return tqdm(out, desc=f"{type(self).__name__} batches", leave=False)
         return out
+
+    def _warn_small_batches(self, n):
+        """Warn when a batch solved with a class prior has fewer rows than
+        classes: the column marginal then spreads every row's mass over the
+        classes (a single row gets the prior itself as its probabilities and
+        the prior's argmax as its label), whatever its features."""
+        if (self.class_prior is None
+                or getattr(self, "estimator_", None) is not None):
+            return
+        k = len(self.classes_)
+        bs = self.batch_size
+        # the smallest batch (the last one when batch_size does not divide n)
+        size = n if bs is None or bs >= n else (n % bs or bs)
+        if size < k:
+            warnings.warn(
+                f"{type(self).__name__} predicts a batch of {size} row(s) with "
+                f"class_prior={self.class_prior!r} and {k} classes: the class "
+                "marginal is imposed on each batch, so with fewer rows than "
+                "classes the labels and probabilities follow the prior, not the "
+                "features (one row gets the prior as its probabilities). Predict "
+                "whole test batches (transductive), or use class_prior=None for "
+                "row-by-row prediction", UserWarning, stacklevel=3)
 
     def _tensors(self, X):
         device = resolve_device(self.device)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import StrOptions
 
 from .._backend import as_tensor, to_numpy
+from ..ot import OTSolver
 from ..ot._registry import is_gibbs
 from ..utils._param import Interval
 from ._base import BaseOTClassifier
@@ -63,6 +66,8 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         ``classes_`` holds them sorted (scikit-learn's order of the
         ``predict_proba`` columns, which its scorers assume), and
         ``class_embeddings_`` and ``class_prior_`` follow that order.
+        Only with ``class_embeddings`` (few-shot takes the labels of ``y``;
+        a ``ValueError`` in ``fit`` otherwise).
     alpha : float >= 0, default=0.0
         Weight of the structure (fused Gromov) term, in cost units.
     reg : float > 0 or None, default=0.01
@@ -71,7 +76,10 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         each row to its cheapest class); an entropic solver with a class
         prior then fails in ``fit`` with a ``ValueError``.
     solver : str or OTSolver, default="sinkhorn"
-        Linear OT solver used when a class prior is set: ``"sinkhorn"``,
+        Linear OT solver used when a class prior is set (without one, the
+        rows-only softmax, except ``"exact"`` / ``"fgw_exact"``, which send
+        each row to its cheapest class: one-hot ``predict_proba``, ``reg``
+        unused): ``"sinkhorn"``,
         ``"exact"``, ``"dbot"`` (column sums in a box around the prior),
         ``"unbalanced"`` (KL-relaxed prior, see ``unbalanced``), ``"fgw"`` /
         ``"fgw_exact"`` (same as ``"sinkhorn"`` / ``"exact"``; pair with
@@ -82,7 +90,10 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         An array is in the order of ``class_embeddings`` (of the sorted
         labels of ``y`` for few-shot fitting).
     unbalanced : float > 0, default=1.0
-        KL relaxation of the prior for ``solver="unbalanced"``.
+        KL relaxation of the prior for ``solver="unbalanced"``. An
+        :class:`skot.ot.OTSolver` with its own ``unbalanced`` keeps it (a
+        ``UserWarning`` in ``fit`` when this parameter was changed to another
+        value); with ``unbalanced=None`` it takes this one.
     box : float >= 0, default=0.5
         Relative box width δ around the prior for ``solver="dbot"``.
     batch_size : int, default=None
@@ -97,6 +108,8 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         methods (the problems are n x n_classes; few-shot prototypes at
         ``reg=0.01`` took up to 3000), the method's own otherwise (1e6
         network-simplex iterations for ``"exact"``, see :func:`skot.ot.solve`).
+        An :class:`skot.ot.OTSolver` with its own ``max_iter`` keeps it; one
+        without takes this one (and the same default).
     n_outer : int, default=10
         Linearisation steps of the structure term (``alpha > 0``).
     random_state : None, int or RandomState, default=None
@@ -199,21 +212,39 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         self
         """
         self._fit_classes(X, y)
+        self._check_unbalanced()
         self._fit_prior()
         self._check_posterior_solver()
         return self
 
     def _posterior_solver(self, dtype=torch.float64):
         solver = self._solver(dtype)
-        if solver.method == "unbalanced":
+        # an OTSolver carrying its own unbalanced keeps it (its settings win,
+        # as for reg): the default unbalanced=1.0 had replaced it silently
+        if solver.method == "unbalanced" and (
+                not isinstance(self.solver, OTSolver) or solver.unbalanced is None):
             solver.set_params(unbalanced=self.unbalanced)
         return solver
+
+    def _check_unbalanced(self):
+        """Warn when ``unbalanced`` was changed but an :class:`OTSolver`
+        carrying its own ``unbalanced`` is used (as ``reg`` beside one)."""
+        solver = self.solver
+        if (isinstance(solver, OTSolver) and solver.method == "unbalanced"
+                and solver.unbalanced is not None
+                and self.unbalanced != 1.0 and self.unbalanced != solver.unbalanced):
+            warnings.warn(
+                f"unbalanced={self.unbalanced!r} is not used: solver=OTSolver("
+                f"unbalanced={solver.unbalanced!r}) carries its own, which wins; "
+                "set solver__unbalanced (or pass the solver by name) to change it",
+                UserWarning, stacklevel=3)
 
     def _assign(self, X):
         X = self._check_X(X)
         Xt, Tt = self._tensors(X)
         solver = self._posterior_solver(Xt.dtype)
         plans, scores = [], []
+        self._warn_small_batches(len(X))
         for sl in self._batches(len(X)):
             Xb = Xt[sl]
             if isinstance(self.class_prior, str) and self.class_prior == "estimate":
@@ -241,7 +272,21 @@ class FGWZeroShotClassifier(BaseOTClassifier):
             two classes (score of ``classes_[1]`` minus that of ``classes_[0]``,
             scikit-learn's binary convention)
         """
-        scores = to_numpy(self._assign(X)[1])
+        plan, scores_t = self._assign(X)
+        scores = to_numpy(scores_t)
+        if not self._exp_form():
+            # an exact plan's scores g_j - C_ij tie between the class a row is
+            # sent to and others (complementary slackness makes the assigned
+            # class one of the maxima, not the first): the argmax of these
+            # scores differed from predict on 1% of rows. Lift the predicted
+            # class one ulp above the rest of its row
+            idx = to_numpy(self._pred_index(plan, scores_t))
+            rows = np.arange(len(idx))
+            others = scores.copy()
+            others[rows, idx] = -np.inf
+            top = others.max(1)
+            lift = scores[rows, idx] <= top
+            scores[rows[lift], idx[lift]] = np.nextafter(top[lift], np.inf)
         if scores.shape[1] == 2:
             return scores[:, 1] - scores[:, 0]
         return scores
@@ -281,12 +326,13 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         y_pred : ndarray of shape (n_samples,)
         """
         plan, scores = self._assign(X)
+        return self.classes_[to_numpy(self._pred_index(plan, scores))]
+
+    def _pred_index(self, plan, scores):
         if self._exp_form():
             # an entropic plan's rows are exp(scores + a row constant): the same
             # argmax, without float32 rounding in the solver's frame deciding
             # near-ties differently from decision_function
-            idx = scores.argmax(1)
-        else:
-            # the exact plan's argmax; ties (a row split) by the scores
-            idx = (plan + 1e-12 * torch.softmax(scores, 1) * plan.max()).argmax(1)
-        return self.classes_[to_numpy(idx)]
+            return scores.argmax(1)
+        # the exact plan's argmax; ties (a row split) by the scores
+        return (plan + 1e-12 * torch.softmax(scores, 1) * plan.max()).argmax(1)

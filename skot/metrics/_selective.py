@@ -42,6 +42,9 @@ def selective_accuracy(y_true, y_pred, *, reject_label=-1, sample_weight=None):
             "every row was rejected (y_pred == reject_label everywhere); selective "
             "accuracy is undefined at zero coverage"
         )
+    # the kept rows only: string labels with the default reject_label=-1 mix
+    # types legitimately
+    _check_label_types(y_true[kept], y_pred[kept], "kept rows")
     if sample_weight is None:
         return float(np.mean(y_true[kept] == y_pred[kept]))
     w = _check_sample_weight(sample_weight, y_true)
@@ -54,6 +57,26 @@ def selective_accuracy(y_true, y_pred, *, reject_label=-1, sample_weight=None):
     return float(np.average(y_true[kept] == y_pred[kept], weights=w[kept]))
 
 
+def _check_label_types(y_true, y_pred, rows):
+    """Refuse string labels compared with numeric ones (scikit-learn's "Mix of
+    label input types" rule of ``accuracy_score``): ``"1" != 1``, so every
+    such row had counted as an error, with no hint (a selective accuracy of
+    0, an AURC of 1 for ``y`` as strings and predictions as integers)."""
+    is_str = np.frompyfunc(lambda v: isinstance(v, str), 1, 1)
+    true_str = is_str(y_true).astype(bool)
+    pred_str = is_str(y_pred).astype(bool)
+    kinds = {"y_true": set(true_str.tolist()), "y_pred": set(pred_str.tolist())}
+    if len(kinds["y_true"] | kinds["y_pred"]) > 1:
+        def words(k):
+            return " and ".join(
+                {True: "strings", False: "numbers"}[v] for v in sorted(kinds[k]))
+        raise ValueError(
+            f"Mix of label input types (string and number) in the {rows}: y_true "
+            f"has {words('y_true')}, y_pred has {words('y_pred')}; a string label "
+            "never equals a number ('1' != 1), so every such row would count as "
+            "an error. Pass labels of one type")
+
+
 def _check(y_true, y_pred, confidence):
     y_true = column_or_1d(np.asarray(y_true, dtype=object))
     y_pred = column_or_1d(np.asarray(y_pred, dtype=object))
@@ -63,6 +86,7 @@ def _check(y_true, y_pred, confidence):
         raise ValueError("y_true is empty: need at least 1 sample")
     if not np.isfinite(confidence).all():
         raise ValueError("confidence contains NaN or inf")
+    _check_label_types(y_true, y_pred, "rows")
     return y_true, y_pred, confidence
 
 

@@ -561,3 +561,126 @@ def test_selective_score_ranking_does_not_depend_on_coverage_in_float32(rng):
         np.testing.assert_array_equal(np.argsort(-score), np.argsort(-ref))
         labels = sel.classes_[sel.predict_proba(X).argmax(1)]
         assert aurc(y, labels, score) == aurc(y, labels, ref)
+
+
+def test_otsolver_keeps_its_own_unbalanced(rng):
+    # FGWZeroShotClassifier set its default unbalanced=1.0 on every solver, so
+    # OTSolver("unbalanced", unbalanced=0.05) solved with 1.0, silently
+    from skot.ot import OTSolver
+
+    X, _, T = _clip_like(rng, n=120)
+    by_name = FGWZeroShotClassifier(class_embeddings=T, solver="unbalanced",
+                                    unbalanced=0.05, class_prior="uniform").fit(X)
+    solver = OTSolver("unbalanced", reg=0.01, unbalanced=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default unbalanced: no warning
+        obj = FGWZeroShotClassifier(class_embeddings=T, solver=solver,
+                                    class_prior="uniform").fit(X)
+    # (the OTSolver's own tol, not the estimator's 1e-6: close, not equal)
+    np.testing.assert_allclose(obj.predict_proba(X), by_name.predict_proba(X),
+                               atol=1e-3)
+    assert not np.allclose(obj.predict_proba(X), FGWZeroShotClassifier(
+        class_embeddings=T, solver="unbalanced",
+        class_prior="uniform").fit(X).predict_proba(X), atol=1e-2)
+    # a changed unbalanced beside an OTSolver that carries one is not used
+    with pytest.warns(UserWarning, match=r"unbalanced=3.0 is not used"):
+        FGWZeroShotClassifier(class_embeddings=T, solver=solver, unbalanced=3.0,
+                              class_prior="uniform").fit(X)
+
+
+@pytest.mark.parametrize("Est", [FGWZeroShotClassifier, SelectiveOTClassifier])
+def test_otsolver_without_max_iter_takes_the_estimator_s(rng, Est):
+    # an OTSolver without max_iter ran the solve's default 1000 iterations
+    # whatever max_iter said, and the warning asked to increase max_iter
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skot.ot import OTSolver
+
+    X, _, T = _clip_like(rng, n=80)
+    est = Est(class_embeddings=T, solver=OTSolver("sinkhorn", reg=0.01),
+              class_prior="uniform", max_iter=3).fit(X)
+    with pytest.warns(ConvergenceWarning, match="max_iter=3 "):
+        est.predict(X)
+    # its own max_iter wins
+    est.set_params(solver=OTSolver("sinkhorn", reg=0.01, max_iter=2)).fit(X)
+    with pytest.warns(ConvergenceWarning, match="max_iter=2 "):
+        est.predict(X)
+
+
+def test_exact_decision_function_argmax_is_predict(rng):
+    # the exact plan's dual scores g_j - C_ij tie between the assigned class
+    # and others; argmax took the first and disagreed with predict on ~1% rows
+    X, _, T = _clip_like(rng, n=200)
+    for prior in ("uniform", [0, 1, 1, 1, 1]):
+        clf = FGWZeroShotClassifier(class_embeddings=T, solver="exact", reg=None,
+                                    class_prior=prior).fit(X)
+        pred = clf.predict(X)
+        D = clf.decision_function(X)
+        np.testing.assert_array_equal(clf.classes_[D.argmax(1)], pred)
+        np.testing.assert_array_equal(clf.classes_[clf.predict_proba(X).argmax(1)],
+                                      pred)
+    # binary: the sign of decision_function picks classes_[1]
+    X2, y2, T2 = _clip_like(rng, n=60, k=2)
+    clf = FGWZeroShotClassifier(class_embeddings=T2, solver="exact", reg=None,
+                                class_prior="uniform").fit(X2)
+    np.testing.assert_array_equal((clf.decision_function(X2) > 0).astype(int),
+                                  clf.predict(X2))
+
+
+@pytest.mark.parametrize("selection_reg", [1.0, 1.5])
+def test_selection_reg_of_one_or_more_is_refused(rng, selection_reg):
+    # rows are ranked by sum_j p^(1/eps): equal for every row at eps = 1, the
+    # least confident first above; selective accuracy fell below the full one
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, _, T = _clip_like(rng, n=60)
+    with pytest.raises(InvalidParameterError, match="'selection_reg'.*1.0"):
+        SelectiveOTClassifier(class_embeddings=T,
+                              selection_reg=selection_reg).fit(X)
+    # below 1 the kept rows beat the whole batch
+    X, y, T = _clip_like(rng, n=400)
+    clf = SelectiveOTClassifier(class_embeddings=T, selection_reg=0.9,
+                                coverage=0.3).fit(X)
+    full = np.mean(clf.classes_[clf.predict_proba(X).argmax(1)] == y)
+    assert clf.score(X, y) > full
+
+
+@pytest.mark.parametrize("Est", [FGWZeroShotClassifier, SelectiveOTClassifier])
+def test_batches_smaller_than_the_classes_with_a_prior_warn(rng, Est):
+    # with a class prior one row gets the prior as its probabilities and
+    # its argmax as its label whatever its features: that was silent
+    X, _, T = _clip_like(rng, n=103)
+    clf = Est(class_embeddings=T, class_prior="uniform").fit(X)
+    with pytest.warns(UserWarning, match="batch of 1 row.*class_prior='uniform'"):
+        clf.predict(X[:1])
+    clf.set_params(batch_size=50)  # last batch of 3 rows
+    with pytest.warns(UserWarning, match="batch of 3 row"):
+        clf.predict(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        clf.predict(X[:100])
+        clf.set_params(class_prior=None, batch_size=None).fit(X).predict(X[:1])
+
+
+@pytest.mark.parametrize("Est", [FGWZeroShotClassifier, SelectiveOTClassifier])
+def test_classes_without_class_embeddings_is_refused(rng, Est):
+    # few-shot took classes_ from y and ignored classes=, silently
+    X, y, _ = _clip_like(rng, n=60)
+    with pytest.raises(ValueError, match=r"classes=\['a', 'b'.*class_embeddings is None"):
+        Est(classes=list("abcde")).fit(X, y)
+
+
+@pytest.mark.parametrize("name", ["class_embeddings", "classes"])
+def test_selective_estimator_with_class_embeddings_is_refused(rng, name):
+    # the wrapped estimator was used and class_embeddings / classes ignored
+    X, y, T = _clip_like(rng, n=60)
+    params = {"class_embeddings": T} if name == "class_embeddings" else {
+        "classes": list("abcde")}
+    with pytest.raises(ValueError, match=f"{name} is given with estimator="):
+        SelectiveOTClassifier(estimator=LogisticRegression(), **params).fit(X, y)
+
+
+def test_class_prior_of_strings_names_the_parameter(rng):
+    X, _, T = _clip_like(rng, n=30)
+    with pytest.raises(ValueError, match=r"class_prior must be.*got \['a', 'b'"):
+        FGWZeroShotClassifier(class_embeddings=T, class_prior=list("abcde")).fit(X)

@@ -74,3 +74,15 @@ def test_tied_confidences_do_not_depend_on_row_order():
 def test_selective_accuracy_empty_input():
     with pytest.raises(ValueError, match="empty"):
         selective_accuracy([], [])
+
+
+def test_string_and_number_labels_are_refused():
+    # "1" != 1: every row had counted as an error (accuracy 0, AURC 1)
+    with pytest.raises(ValueError, match="Mix of label input types"):
+        selective_accuracy(["0", "1"], [0, 1])
+    with pytest.raises(ValueError, match="Mix of label input types"):
+        risk_coverage_curve(["0", "1"], [0, 1], [0.2, 0.1])
+    with pytest.raises(ValueError, match="Mix of label input types"):
+        aurc([0, 1], ["0", "1"], [0.2, 0.1])
+    # string labels with the default reject_label=-1 on the rejected rows
+    assert selective_accuracy(["a", "b", "a"], ["a", -1, "b"]) == 0.5

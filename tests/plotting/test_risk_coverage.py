@@ -54,7 +54,7 @@ def test_from_estimator_on_a_pipeline_uses_the_final_selection_score(rng, first)
     step = (StandardScaler() if first == "scaler"
             else FunctionTransformer(lambda Z: Z - 0.1 * Z.mean(0)))
     pipe = make_pipeline(step, SelectiveOTClassifier(class_embeddings=T, coverage=0.5,
-                                                     selection_reg=2.0))
+                                                     selection_reg=0.5))
     pipe.fit(X)
     Xt = pipe[:-1].transform(X)
     final = pipe[-1]
@@ -73,3 +73,13 @@ def test_from_estimator_on_a_pipeline_uses_the_final_selection_score(rng, first)
     again = RiskCoverageDisplay.from_estimator(nested, X, y, plot=False)
     assert again.aurc == disp.aurc
 
+
+
+def test_from_estimator_refuses_string_y_against_number_classes(rng):
+    # y as strings, classes_ as integers: the curve read as all errors (AURC 1)
+    T = rng.normal(size=(3, 4))
+    y = rng.integers(3, size=60)
+    X = T[y] + 0.5 * rng.normal(size=(60, 4))
+    clf = SelectiveOTClassifier(class_embeddings=T).fit(X)
+    with pytest.raises(ValueError, match="Mix of label input types"):
+        RiskCoverageDisplay.from_estimator(clf, X, y.astype(str), plot=False)
