@@ -317,6 +317,9 @@ class WassersteinCoresetSelector(BaseEstimator):
             self.classes_ = classes
         else:
             groups = [(np.arange(n), np.arange(V.shape[0]), k, V.shape[0])]
+            # documented as absent without stratification: a refit must not
+            # keep the classes of an earlier stratified fit
+            self.__dict__.pop("classes_", None)
         rng = check_random_state(self.random_state)
         groups = self._subsample_reference(groups, V.shape[0], rng)
         self.solver_ = solver_

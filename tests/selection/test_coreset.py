@@ -542,3 +542,16 @@ def test_solver_names_alone_are_a_grid(rng):
         assert len(kept[solver]) == 12 and np.isfinite(sel.objective_)
     exact = WassersteinCoresetSelector(12, solver="exact", reg=None).fit(X, y)
     assert set(exact.sample_indices_) == kept["exact"]
+
+
+def test_refit_without_stratification_drops_classes(rng):
+    # classes_ is documented as absent when the selection was not stratified;
+    # a refit on the same estimator had kept the classes of the earlier fit
+    X, y = _blobs(rng)
+    sel = WassersteinCoresetSelector(6).fit(X, y)
+    np.testing.assert_array_equal(sel.classes_, [0, 1, 2])
+    sel.fit(X)
+    assert not hasattr(sel, "classes_")
+    sel.fit(X, y)
+    sel.set_params(stratify=False).fit(X, y)
+    assert not hasattr(sel, "classes_")
