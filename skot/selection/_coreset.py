@@ -303,7 +303,7 @@ class WassersteinCoresetSelector(BaseEstimator):
                 )
         stratified = y is not None and self.stratify
         if stratified:
-            classes, y_idx = np.unique(y, return_inverse=True)
+            classes, y_idx = _unique_labels(y, "y")
             budgets = _class_budgets(np.bincount(y_idx), k)
             if X_reference is None:
                 yV_idx = y_idx
@@ -388,6 +388,8 @@ class WassersteinCoresetSelector(BaseEstimator):
             raise ValueError(
                 f"y_reference must have shape ({V.shape[0]},), got {yV.shape}"
             )
+        _unique_labels(y, "y")
+        _unique_labels(yV, "y_reference")
         missing = np.setdiff1d(np.unique(y), np.unique(yV))
         if missing.size:
             raise ValueError(
@@ -467,6 +469,21 @@ class WassersteinCoresetSelector(BaseEstimator):
         self.objective_ = float(np.dot(pi, values))
         self.objective_path_ = np.asarray(path)
         self.n_iter_ = int(n_iter)
+
+
+def _unique_labels(y, name):
+    """``np.unique(y, return_inverse=True)``; labels that cannot be sorted
+    (e.g. str mixed with int, or None) are a ``ValueError`` naming ``name``
+    (np.unique's own error was a bare ``TypeError: '<' not supported``)."""
+    try:
+        return np.unique(y, return_inverse=True)
+    except TypeError as exc:
+        kinds = sorted({type(v).__name__ for v in np.asarray(y, dtype=object).ravel()})
+        raise ValueError(
+            f"{name} mixes label types that cannot be sorted ({', '.join(kinds)}); "
+            f"stratified selection needs labels of one type (e.g. all str), or "
+            "pass stratify=False"
+        ) from exc
 
 
 def _class_budgets(counts, k):

@@ -555,3 +555,19 @@ def test_refit_without_stratification_drops_classes(rng):
     sel.fit(X, y)
     sel.set_params(stratify=False).fit(X, y)
     assert not hasattr(sel, "classes_")
+
+
+def test_mixed_label_types_name_the_labels(rng):
+    # np.unique's "TypeError: '<' not supported between 'int' and 'str'"
+    # named neither y nor y_reference
+    X, y = _blobs(rng)
+    mixed = np.array(["a", 1, "c"], dtype=object)[y]
+    with pytest.raises(ValueError, match=r"^y mixes label types .*int, str"):
+        WassersteinCoresetSelector(6).fit(X, mixed)
+    ys = np.array(["a", "b", "c"])[y]
+    with pytest.raises(ValueError, match=r"^y_reference mixes label types"):
+        WassersteinCoresetSelector(6).fit(
+            X, ys, X_reference=X[:30], y_reference=mixed[:30])
+    # the labels are only carried along without stratification
+    _, out = WassersteinCoresetSelector(6, stratify=False).fit_resample(X, mixed)
+    assert len(out) == 6
