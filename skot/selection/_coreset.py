@@ -8,6 +8,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_array, validate_data
@@ -84,7 +85,9 @@ class WassersteinCoresetSelector(BaseEstimator):
         the distance (cosine distances lie in [0, 2]).
     max_iter : int, default=100
         Swap-refinement rounds (``"goracs"``) or barycenter iterations
-        (``"barycenter"``).
+        (``"barycenter"``). Running out of them while the swaps still lower
+        the objective (or the barycenter support still moves) is a
+        ``ConvergenceWarning``; 0 skips that stage (no warning).
     cut_num : int, default=30
         Candidates kept per refinement round by the dual pruning: the
         ``cut_num`` unselected rows with the best dual score and the ``cut_num``
@@ -422,7 +425,7 @@ class WassersteinCoresetSelector(BaseEstimator):
         # class masses pi_c from the full reference (before any subsampling)
         sizes = np.array([g[3] for g in groups], dtype=float)
         pi = sizes / sizes.sum()
-        kept, weights, values, n_iter = [], [], [], 0
+        kept, weights, values, n_iter, unconverged = [], [], [], 0, 0
         probs = []
         for (cand, ref, kc, _), p in zip(groups, pi):
             dev = Xt.device
@@ -444,23 +447,37 @@ class WassersteinCoresetSelector(BaseEstimator):
                     values[c] = v
                     path.append(float(np.dot(pi, values)))
 
-                S, v, it = swap_refine(
+                S, v, it, done = swap_refine(
                     prob, S, max_iter=self.max_iter, cut_num=self.cut_num,
                     max_candidates=self.max_candidates,
                     random_state=rng.randint(2**31 - 1), callback=on_accept,
+                    return_converged=True,
                 )
                 values[c] = v
             elif self.strategy == "barycenter":
-                S, _, bvals = barycenter_select(prob, S, max_iter=self.max_iter)
+                S, _, bvals, done = barycenter_select(
+                    prob, S, max_iter=self.max_iter, return_converged=True)
                 it = len(bvals)
                 values[c] = prob.objective(S)
             else:
-                it = 0
+                it, done = 0, True
+            unconverged += not done
             n_iter += it
             kept.append(cand[np.asarray(S)])
             weights.append(np.full(kc, p / kc))
         if self.strategy == "barycenter":
             path.append(float(np.dot(pi, values)))
+        if unconverged:
+            what = ("rounds the swap refinement was still lowering the objective"
+                    if self.strategy == "goracs" else
+                    "iterations the barycenter support was still moving")
+            warnings.warn(
+                f"strategy={self.strategy!r} did not converge: after "
+                f"max_iter={self.max_iter} {what} in {unconverged} of "
+                f"{len(probs)} selection problem(s); the coreset is valid (its "
+                "objective_ is exact) but could improve: increase max_iter",
+                ConvergenceWarning, stacklevel=5,
+            )
         idx = np.concatenate(kept)
         w = np.concatenate(weights)
         order = np.argsort(idx, kind="stable")

@@ -571,3 +571,21 @@ def test_mixed_label_types_name_the_labels(rng):
     # the labels are only carried along without stratification
     _, out = WassersteinCoresetSelector(6, stratify=False).fit_resample(X, mixed)
     assert len(out) == 6
+
+
+@pytest.mark.parametrize("strategy", ["goracs", "barycenter"])
+def test_running_out_of_max_iter_warns(rng, strategy):
+    # the refinement (or the barycenter iterations) stopped at max_iter while
+    # still improving without any warning; sklearn's convention is a
+    # ConvergenceWarning naming max_iter
+    from sklearn.exceptions import ConvergenceWarning
+
+    X = np.random.default_rng(0).normal(size=(200, 5))
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=1 .*increase max_iter"):
+        sel = WassersteinCoresetSelector(20, strategy=strategy, max_iter=1).fit(X)
+    assert sel.n_iter_ == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        full = WassersteinCoresetSelector(20, strategy=strategy).fit(X)  # converges
+        WassersteinCoresetSelector(20, strategy=strategy, max_iter=0).fit(X)
+    assert 1 < full.n_iter_ < 100
