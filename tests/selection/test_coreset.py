@@ -589,3 +589,28 @@ def test_running_out_of_max_iter_warns(rng, strategy):
         full = WassersteinCoresetSelector(20, strategy=strategy).fit(X)  # converges
         WassersteinCoresetSelector(20, strategy=strategy, max_iter=0).fit(X)
     assert 1 < full.n_iter_ < 100
+
+
+def test_huge_selection_warns_or_refuses_before_allocating(rng, monkeypatch):
+    # the unlabelled default matches X to itself: cost cache and dense k x m
+    # OT solves grow as n^2 (20000 x 512 float32 at 10%: 3.9 GiB measured) with
+    # no word before the allocation; now a warning naming max_reference, and
+    # a ValueError when the estimate exceeds the machine's memory
+    import skot.selection._coreset as mod
+
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    monkeypatch.setattr(mod, "_SOLVE_WARN_BYTES", 30 * 300 * 64 - 1)
+    with pytest.warns(UserWarning, match=r"dense 30 x 300 .*max_reference"):
+        WassersteinCoresetSelector(30, strategy="greedy").fit(X)
+    with warnings.catch_warnings():  # a bounded reference: no warning
+        warnings.simplefilter("error", UserWarning)
+        WassersteinCoresetSelector(30, strategy="greedy", max_reference=200,
+                                   random_state=0).fit(X)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the selection started")
+
+    monkeypatch.setattr(mod, "_physical_memory", lambda: 10**5)
+    monkeypatch.setattr(mod, "greedy_select", no_work)
+    with pytest.raises(ValueError, match=r"does not fit .*max_reference=None"):
+        WassersteinCoresetSelector(30).fit(X)
