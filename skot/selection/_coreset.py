@@ -92,6 +92,8 @@ class WassersteinCoresetSelector(BaseEstimator):
         only; ``"barycenter"``: barycenter support snapped to rows (the
         barycenter uses the squared Euclidean cost, on unit-normalised rows when
         ``metric="cosine"``; ``objective_`` is still measured with ``metric``).
+        The barycenter and its snapping ignore ``sample_score``: the scores
+        only shape the greedy rows it starts from, and ``objective_``.
     stratify : bool, default=True
         Select class by class when ``y`` is given. With ``stratify=False`` the
         labels are only carried along.
