@@ -340,7 +340,7 @@ def _distinct_best(X, F, n_out, n_free):
 
 def swap_refine(
     prob, S, *, max_iter=100, cut_num=30, max_candidates=None, random_state=None,
-    tol=1e-12, callback=None,
+    tol=1e-12, callback=None, return_converged=False,
 ):
     """GORACS-style swap refinement of ``S``; the objective never increases.
 
@@ -366,6 +366,9 @@ def swap_refine(
         that rescaling the data rescales the objective and keeps the moves).
     callback : callable or None
         Called with the objective after each accepted move.
+    return_converged : bool
+        Also return whether the search ended because no tried swap helped
+        (False when it ran out of ``max_iter`` rounds still improving).
 
     Returns
     -------
@@ -374,13 +377,16 @@ def swap_refine(
         Objective of the returned subset.
     n_iter : int
         Rounds run.
+    converged : bool
+        Only with ``return_converged``.
     """
     S = np.asarray(S).copy()
     k = len(S)
     C_init = prob.rows(S)
     value, plan, f = prob.solve(C_init)
     if k == 1 or k >= prob.n or f is None:
-        return S, value, 0
+        return (S, value, 0, True) if return_converged else (S, value, 0)
+    converged = max_iter == 0  # no rounds asked for: nothing left undone
     tol = tol * (float(C_init.abs().mean()) or 1.0)
     n_iter = 0
     rng = np.random.default_rng(random_state)
@@ -419,10 +425,11 @@ def swap_refine(
                     S, value, plan, f, accepted = S_new, v, p, g, True
                     break
         if not accepted:
+            converged = True
             break
         if callback is not None:
             callback(value)
-    return S, value, n_iter
+    return (S, value, n_iter, converged) if return_converged else (S, value, n_iter)
 
 
 def _certified_batch(delta, tol):
@@ -445,7 +452,8 @@ def _certified_batch(delta, tol):
 
 
 # ------------------------------------------------------------------- barycenter
-def barycenter_select(prob, S_init, *, max_iter=50, tol=1e-7, callback=None):
+def barycenter_select(prob, S_init, *, max_iter=50, tol=1e-7, callback=None,
+                      return_converged=False):
     """k-point Wasserstein barycenter of the reference, snapped to candidate rows.
 
     The support Z (k points, uniform mass 1/k) starts at the rows ``S_init`` and
@@ -465,6 +473,9 @@ def barycenter_select(prob, S_init, *, max_iter=50, tol=1e-7, callback=None):
         The barycenter support before snapping.
     values : list of float
         Barycenter objective after each iteration.
+    converged : bool
+        Only with ``return_converged``: whether the support stopped moving
+        (by at most ``tol``) within ``max_iter`` iterations.
     """
     cosine = prob.metric == "cosine"
     norm = torch.nn.functional.normalize
@@ -476,6 +487,7 @@ def barycenter_select(prob, S_init, *, max_iter=50, tol=1e-7, callback=None):
     Z = X[torch.as_tensor(np.asarray(S_init), device=X.device)].clone()
     tol = tol * (float(V.pow(2).sum(1).mean()) or 1.0)  # relative to the data
     values = []
+    converged = max_iter == 0
     for _ in range(max_iter):
         C = pairwise_cost(Z, V, "sqeuclidean")
         a = torch.full((k,), 1.0 / k, dtype=C.dtype, device=C.device)
@@ -490,7 +502,10 @@ def barycenter_select(prob, S_init, *, max_iter=50, tol=1e-7, callback=None):
         shift = float((Z_new - Z).pow(2).sum(1).max())
         Z = Z_new
         if shift <= tol:
+            converged = True
             break
     D = pairwise_cost(Z, X, "sqeuclidean").cpu().numpy()
     _, cols = linear_sum_assignment(D)
+    if return_converged:
+        return np.asarray(cols), Z, values, converged
     return np.asarray(cols), Z, values

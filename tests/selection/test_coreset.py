@@ -542,3 +542,75 @@ def test_solver_names_alone_are_a_grid(rng):
         assert len(kept[solver]) == 12 and np.isfinite(sel.objective_)
     exact = WassersteinCoresetSelector(12, solver="exact", reg=None).fit(X, y)
     assert set(exact.sample_indices_) == kept["exact"]
+
+
+def test_refit_without_stratification_drops_classes(rng):
+    # classes_ is documented as absent when the selection was not stratified;
+    # a refit on the same estimator had kept the classes of the earlier fit
+    X, y = _blobs(rng)
+    sel = WassersteinCoresetSelector(6).fit(X, y)
+    np.testing.assert_array_equal(sel.classes_, [0, 1, 2])
+    sel.fit(X)
+    assert not hasattr(sel, "classes_")
+    sel.fit(X, y)
+    sel.set_params(stratify=False).fit(X, y)
+    assert not hasattr(sel, "classes_")
+
+
+def test_mixed_label_types_name_the_labels(rng):
+    # np.unique's "TypeError: '<' not supported between 'int' and 'str'"
+    # named neither y nor y_reference
+    X, y = _blobs(rng)
+    mixed = np.array(["a", 1, "c"], dtype=object)[y]
+    with pytest.raises(ValueError, match=r"^y mixes label types .*int, str"):
+        WassersteinCoresetSelector(6).fit(X, mixed)
+    ys = np.array(["a", "b", "c"])[y]
+    with pytest.raises(ValueError, match=r"^y_reference mixes label types"):
+        WassersteinCoresetSelector(6).fit(
+            X, ys, X_reference=X[:30], y_reference=mixed[:30])
+    # the labels are only carried along without stratification
+    _, out = WassersteinCoresetSelector(6, stratify=False).fit_resample(X, mixed)
+    assert len(out) == 6
+
+
+@pytest.mark.parametrize("strategy", ["goracs", "barycenter"])
+def test_running_out_of_max_iter_warns(rng, strategy):
+    # the refinement (or the barycenter iterations) stopped at max_iter while
+    # still improving without any warning; sklearn's convention is a
+    # ConvergenceWarning naming max_iter
+    from sklearn.exceptions import ConvergenceWarning
+
+    X = np.random.default_rng(0).normal(size=(200, 5))
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=1 .*increase max_iter"):
+        sel = WassersteinCoresetSelector(20, strategy=strategy, max_iter=1).fit(X)
+    assert sel.n_iter_ == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        full = WassersteinCoresetSelector(20, strategy=strategy).fit(X)  # converges
+        WassersteinCoresetSelector(20, strategy=strategy, max_iter=0).fit(X)
+    assert 1 < full.n_iter_ < 100
+
+
+def test_huge_selection_warns_or_refuses_before_allocating(rng, monkeypatch):
+    # the unlabelled default matches X to itself: cost cache and dense k x m
+    # OT solves grow as n^2 (20000 x 512 float32 at 10%: 3.9 GiB measured) with
+    # no word before the allocation; now a warning naming max_reference, and
+    # a ValueError when the estimate exceeds the machine's memory
+    import skot.selection._coreset as mod
+
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    monkeypatch.setattr(mod, "_SOLVE_WARN_BYTES", 30 * 300 * 64 - 1)
+    with pytest.warns(UserWarning, match=r"dense 30 x 300 .*max_reference"):
+        WassersteinCoresetSelector(30, strategy="greedy").fit(X)
+    with warnings.catch_warnings():  # a bounded reference: no warning
+        warnings.simplefilter("error", UserWarning)
+        WassersteinCoresetSelector(30, strategy="greedy", max_reference=200,
+                                   random_state=0).fit(X)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the selection started")
+
+    monkeypatch.setattr(mod, "_physical_memory", lambda: 10**5)
+    monkeypatch.setattr(mod, "greedy_select", no_work)
+    with pytest.raises(ValueError, match=r"does not fit .*max_reference=None"):
+        WassersteinCoresetSelector(30).fit(X)
