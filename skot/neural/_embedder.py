@@ -22,6 +22,7 @@ from .._backend import DEVICE_CONSTRAINT, as_tensor, resolve_device
 from ..losses import LOSSES, OTContrastiveLoss
 from ..ot import OTSolver, available_methods
 from ..utils._param import Interval
+from ..utils._warnings import report_warnings
 from ._modules import ContrastiveNet, TwoTower
 
 __all__ = ["OTContrastiveEmbedder"]
@@ -429,7 +430,7 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             # skorch warns that y=None is unusual for NeuralNet: it is intended
             warnings.filterwarnings("ignore", message=".*y=None.*")
             net.fit(data, None)
-        _report_warnings(caught, self._convergence_advice())
+        report_warnings(caught, self._convergence_advice(), during="during training")
         n_steps = sum(len(epoch["batches"]) for epoch in net.history)
         if getattr(net, "skipped_steps_", 0) == n_steps:
             warnings.warn(
@@ -623,24 +624,6 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         zx = self._embed(X[paired], "tower_x")
         zy = self._embed(Y[paired], "tower_y")
         return _recall_at_1(zx, zy, Y[paired])
-
-
-def _report_warnings(caught, advice):
-    """Re-emit the warnings of a training run, the inner solvers' convergence
-    warnings (up to one per step) summed up in a single one that ends with
-    ``advice`` (what they mean for the gradients of the configured loss)."""
-    conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
-    for w in caught:
-        if not issubclass(w.category, ConvergenceWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if conv:
-        warnings.warn(
-            f"{len(conv)} inner OT solve(s) during training stopped at their "
-            f"iteration budget before the tolerance (first: {conv[0].message}). "
-            f"{advice}",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
 
 
 #: Entries of the similarity block ``score`` holds at a time (64 MiB in

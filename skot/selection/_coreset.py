@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_array, validate_data
 from .._backend import DEVICE_CONSTRAINT, as_tensor, resolve_device
 from ..ot import OTSolver, get_solver
 from ..utils._param import Interval
+from ..utils._warnings import collect_convergence_warnings, report_warnings
 from ._goracs import (
     _CACHE_BYTES,
     SelectionProblem,
@@ -358,7 +359,17 @@ class WassersteinCoresetSelector(BaseEstimator):
         Vt = Xt if X_reference is None else as_tensor(V, device=dev, dtype=tdtype)
         st = None if scores is None else as_tensor(scores, device=dev, dtype=tdtype)
         solve = self._solve_fn(solver_)
-        self._run(groups, Xt, Vt, st, solve, rng)
+        # the OT solves' convergence warnings (one per solve, each its own
+        # message: dozens per fit) summed up in one
+        with collect_convergence_warnings() as caught:
+            stalled = self._run(groups, Xt, Vt, st, solve, rng)
+        report_warnings(
+            caught, "The coreset is valid (objective_ is computed from the plans "
+            "reached), but its rows were chosen on approximate plans; increase reg "
+            "or the solver's max_iter (solver=OTSolver(..., max_iter=...)), or use "
+            "solver='exact'", during="during the selection", stacklevel=5)
+        if stalled:
+            warnings.warn(stalled, ConvergenceWarning, stacklevel=4)
         return self
 
     def _budget(self, n):
@@ -494,17 +505,16 @@ class WassersteinCoresetSelector(BaseEstimator):
             weights.append(np.full(kc, p / kc))
         if self.strategy == "barycenter":
             path.append(float(np.dot(pi, values)))
+        stalled = None
         if unconverged:
             what = ("rounds the swap refinement was still lowering the objective"
                     if self.strategy == "goracs" else
                     "iterations the barycenter support was still moving")
-            warnings.warn(
+            stalled = (
                 f"strategy={self.strategy!r} did not converge: after "
                 f"max_iter={self.max_iter} {what} in {unconverged} of "
                 f"{len(probs)} selection problem(s); the coreset is valid (its "
-                "objective_ is exact) but could improve: increase max_iter",
-                ConvergenceWarning, stacklevel=5,
-            )
+                "objective_ is exact) but could improve: increase max_iter")
         idx = np.concatenate(kept)
         w = np.concatenate(weights)
         order = np.argsort(idx, kind="stable")
@@ -513,6 +523,7 @@ class WassersteinCoresetSelector(BaseEstimator):
         self.objective_ = float(np.dot(pi, values))
         self.objective_path_ = np.asarray(path)
         self.n_iter_ = int(n_iter)
+        return stalled
 
 
 def _physical_memory():
