@@ -25,6 +25,7 @@ from sklearn.utils.validation import (
 
 from .._backend import DEVICE_CONSTRAINT, as_tensor, resolve_device, to_numpy
 from ..ot import OTSolver, available_methods, get_solver
+from ..ot._validation import _default_tol
 from ..utils._param import Interval
 from ._kernel_mi import (
     bandwidth,
@@ -39,6 +40,24 @@ __all__ = ["InfoOTAligner"]
 
 # each linearised step projects onto U(1/n, 1/m): the balanced methods only
 _BALANCED = ("sinkhorn", "exact")
+
+# Inner (Sinkhorn) marginal tolerance (L1), as a fraction of the outer tol
+# (the L1 plan change at which the linearisation steps stop); see
+# doc/notes_infoot.md for the measurements behind 0.1
+_INNER = 0.1
+
+
+def _inner_tol(solver, tol):
+    """The marginal tolerance (L1) of the inner solves: the solver's own tol
+    when it carries one, else ``_INNER * tol``, never below the solver's
+    default for the cost's dtype (1e-9 in float64; float32's rounding)."""
+    if solver.tol is not None:
+        return solver.tol
+
+    def for_cost(cost):
+        return max(_INNER * tol, _default_tol(cost, solver.reg))
+
+    return for_cost
 
 
 def _check_sample_domain(sample_domain, n_rows):
@@ -170,7 +189,10 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         :class:`skot.ot.OTSolver` with one of these methods. The methods that
         free or relax a marginal (``"rows"``, ``"cols"``, ``"total"``,
         ``"dbot"``, ``"unbalanced"``, ``"partial"``), ``"sparse"`` and the
-        Gromov methods are a ``ValueError`` in ``fit``.
+        Gromov methods are a ``ValueError`` in ``fit``. The inner solves stop
+        at a marginal error (L1) of ``0.1 * tol`` (the solver's own ``tol``
+        when an ``OTSolver`` carries one; never below the solver's default
+        for the dtype, e.g. float32's rounding).
     projection : {"conditional", "barycentric"}, default="conditional"
         Map used by ``transform``/``transform_source``; barycentric is defined
         for the fitted source rows only.
@@ -184,7 +206,8 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     max_iter : int, default=30
         Linearisation steps.
     tol : float, default=1e-4
-        Stop when the plan changes by less (L1).
+        Stop when the plan changes by less (L1); ``0.1 * tol`` is the inner
+        solves' marginal tolerance (see ``solver``).
     random_state : None, int or RandomState, default=None
         Unused (deterministic); kept for API uniformity.
     device : str, torch.device or None, default="cpu"
@@ -205,6 +228,9 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     mutual_information_ : float
         :math:`\hat I` of the fitted plan.
     n_iter_ : int
+        Linearisation steps run.
+    n_inner_iter_ : ndarray of int
+        Iterations of each inner OT solve, one per step, in order.
     n_features_in_ : int
         Width of the rows of ``X`` in ``fit``: of the source rows, which
         ``transform_source`` and ``transform`` (``sample_domain > 0``) take.
@@ -352,24 +378,24 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
             C = torch.cdist(S, T)
             C = C / C.max().clamp_min(torch.finfo(C.dtype).tiny)
-        # inner tol 1e-7 in float64; in float32 the solver's default, which
-        # allows for float32's rounding (1e-7 was below it)
-        import torch
-
-        solver = get_solver(self.solver, owner=self, reg=self.reg,
-                            tol=1e-7 if S.dtype == torch.float64 else None)
+        solver = get_solver(self.solver, owner=self, reg=self.reg)
+        inner_tol = None if solver.method == "exact" else _inner_tol(solver, self.tol)
         with warnings.catch_warnings():
             # the warm-started solves of the intermediate linearisation steps
             # only move the linearisation point: the last one, whose plan is
             # returned, is reported below
             warnings.simplefilter("ignore", ConvergenceWarning)
-            plan, n_iter, converged, last = solve_infoot(
-                C, Kx, Ky, solver, lam=self.lam, max_iter=self.max_iter, tol=self.tol)
+            plan, n_iter, converged, last, info = solve_infoot(
+                C, Kx, Ky, solver, lam=self.lam, max_iter=self.max_iter, tol=self.tol,
+                inner_tol=inner_tol)
+        self.n_inner_iter_ = np.asarray(info["inner_iters"])
         if not last.converged:
+            used = solver.tol if info["inner_tol"] is None else info["inner_tol"]
+            used = "the solver's default" if used is None else f"{used:.3g}"
             warnings.warn(
                 f"InfoOT: the last inner OT solve, whose plan is returned, did not "
                 f"converge (error {float(last.err):.3g}, solver {solver.method!r} "
-                f"with reg={solver.reg}, tol={solver.tol}); increase reg, or the "
+                f"with reg={solver.reg}, tol={used}); increase reg, or the "
                 "inner budget with solver=OTSolver('sinkhorn', max_iter=...)",
                 ConvergenceWarning, stacklevel=2)
         if not converged:

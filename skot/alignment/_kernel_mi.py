@@ -150,14 +150,20 @@ def conditional_weights(log_Kq, G, Ky):
     return torch.softmax(torch.log(P) - log_fy[None, :], dim=1)
 
 
-def solve_infoot(C, Kx, Ky, solver, *, lam, max_iter=50, tol=1e-6):
-    """Fused InfoOT by linearise-then-project.
+def solve_infoot(C, Kx, Ky, solver, *, lam, max_iter=50, tol=1e-6, inner_tol=None):
+    r"""Fused InfoOT by linearise-then-project.
 
-    Minimises :math:`\\langle C, \\Gamma\\rangle - \\lambda \\hat I(\\Gamma)` (+ the
-    entropy of the solver) over :math:`\\Gamma \\in U(1/n, 1/m)`: each step solves
+    Minimises :math:`\langle C, \Gamma\rangle - \lambda \hat I(\Gamma)` (+ the
+    entropy of the solver) over :math:`\Gamma \in U(1/n, 1/m)`: each step solves
     the entropic OT problem with the linearised cost
-    :math:`C - \\lambda \\nabla \\hat I(\\Gamma_t)` through ``solver`` (warm-started
+    :math:`C - \lambda \nabla \hat I(\Gamma_t)` through ``solver`` (warm-started
     potentials). ``C=None`` gives plain InfoOT (MI only).
+
+    Parameters
+    ----------
+    inner_tol : float, callable or None
+        Marginal tolerance (L1) of every inner solve; a callable gets the
+        linearised cost and returns it. None: the solver's own tol.
 
     Returns
     -------
@@ -169,6 +175,9 @@ def solve_infoot(C, Kx, Ky, solver, *, lam, max_iter=50, tol=1e-6):
         The last inner solve, whose plan is returned (the caller reports its
         non-convergence; the earlier, warm-started solves only move the
         linearisation point).
+    info : dict
+        ``inner_iters``: the iterations of every inner solve;
+        ``inner_tol``: the last solve's tol (None: the solver's own).
     """
     n, m = Kx.shape[0], Ky.shape[0]
     dtype, device = Kx.dtype, Kx.device
@@ -178,14 +187,20 @@ def solve_infoot(C, Kx, Ky, solver, *, lam, max_iter=50, tol=1e-6):
     base = torch.zeros((n, m), dtype=dtype, device=device) if C is None else C
     pots = None
     it = 0
+    kw = {}
+    inner_iters = []
     for it in range(1, max_iter + 1):
         cost = base - lam * mi_gradient(Kx, Ky, G) if lam > 0 else base
         # the linearised cost is shifted to start at 0 (plans are unchanged)
         cost = cost - cost.min()
-        res = solver.solve(cost, a, b, potentials_init=pots, grad="detach")
+        if inner_tol is not None:
+            kw["tol"] = inner_tol(cost) if callable(inner_tol) else inner_tol
+        res = solver.solve(cost, a, b, potentials_init=pots, grad="detach", **kw)
+        inner_iters.append(res.n_iter)
         pots = res.potentials
         change = float((res.plan - G).abs().sum())
         G = res.plan
         if lam <= 0 or change < tol:
-            return G, it, True, res
-    return G, it, False, res
+            break
+    info = dict(inner_iters=inner_iters, inner_tol=kw.get("tol"))
+    return G, it, lam <= 0 or change < tol, res, info
