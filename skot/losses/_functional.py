@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
 from ..ot import solve
-from ..ot._solve import _check_max_iter, _solve_gromov
+from ..ot._solve import _check_max_iter, _solve_gromov, _solve_inf_cost
 from ..ot._autograd import with_gradient, with_product_gradient
 from ..ot._gromov import LowRankGraph, fgw_pairing
 from ..ot._linear import flat_dot
@@ -870,7 +870,7 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
         # augmented logits, their softmax and the soft targets)
         value = 0.0
         grad_S = None
-        pots = None
+        pots = scale = None
         for side in (0, 1):
             # caption rows: one contiguous copy (strided row passes over S.T
             # were 4-6x slower: top-2, concatenation, softmax), after which S
@@ -918,7 +918,8 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
                 dust = ~good.any(1)
             Y, scale, pots = _ncu_soft_target(aug, reg, forbid, good, dust, noisy,
                                               diag, k, gamma=gamma, ot_reg=ot_reg,
-                                              init=pots if side else None)
+                                              init=pots if side else None,
+                                              scale=scale if side else None)
             if logp is None:
                 # aug holds (1 - reg aug) / scale: times -scale / reg it is
                 # aug - 1 / reg, the same log-softmax
@@ -956,34 +957,49 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
 
 
 def _ncu_soft_target(aug, reg, forbid, good, dust, noisy, diag, k, *, gamma, ot_reg,
-                     init=None):
+                     init=None, scale=None):
     """NCU's soft target Y (n, n + 1) = gamma rownorm(pi) + (1 - gamma) L, with pi
     the masked entropic plan over the augmented cost 1 - reg * aug (scaled to
     max 1), aug = [s, hardest negative] / reg; rows sum to 1. Returns
     (Y, scale, potentials); aug's buffer is left holding the cost
     (1 - reg aug) / scale. ``init``: the image side's potentials, to start the
     caption side's solve; the returned potentials are None when the solve
-    dropped a column or had no dustbin."""
+    dropped a column or had no dustbin. ``scale``: the image side's (the same
+    entries of s on both sides), else 1 - reg min(aug), read with the check
+    that aug is finite (one pass).
+
+    With the diagonal target the forbidden pairs are O(n) (the diagonal of the
+    noisy rows, the dustbin of the others): they are set to +inf in the cost
+    for the solve (zero kernel entries: exactly zero mass) and their values
+    restored after it, instead of an n x (n + 1) mask (its fill, the solver's
+    two feasibility reductions, its inversion and the kernel's masked fill:
+    five passes over n x (n + 1) per side); every column is kept (a row
+    always has n - 1 allowed images; an unused dustbin column is all +inf)."""
     n = aug.shape[0]
     dev, dt = aug.device, aug.dtype
-    mask = torch.ones(n, n + 1, dtype=torch.bool, device=dev)
-    if diag:
-        mask[:, :n].diagonal().copy_(~noisy)
-    else:
-        mask[:, :n] &= ~forbid
-    mask[:, n] = dust
-    # cost = (1 - reg aug) / scale with scale = max(1 - reg aug): one pass
-    # (in place: out= is aug itself)
-    scale = 1.0 - reg * float(aug.amin())
+    if scale is None:
+        # cost = (1 - reg aug) / scale with scale = max(1 - reg aug); the
+        # maximum read in the same pass and synchronisation: the solve's own
+        # finiteness check of the cost was a sum over it
+        lo, hi = torch.aminmax(aug)
+        lo, hi = torch.stack([lo, hi]).tolist()
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError("ncu_loss: the similarities x y^T / reg are not finite "
+                             "(NaN or overflow); the embeddings should be "
+                             "L2-normalised")
+        scale = 1.0 - reg * lo
+    # one pass, in place: out= is aug itself
     one = torch.full((), 1.0 / scale, dtype=dt, device=dev)
     cost = torch.add(one, aug, alpha=-reg / scale, out=aug)
+    if diag:
+        return _ncu_soft_target_diag(cost, dust, noisy, k, gamma=gamma,
+                                     ot_reg=ot_reg, init=init, scale=scale)
+    mask = torch.ones(n, n + 1, dtype=torch.bool, device=dev)
+    mask[:, :n] &= ~forbid
+    mask[:, n] = dust
     # columns nobody may use (the dustbin when no row needs it, an image whose
     # every caption row is forbidden) get no mass
-    if diag:  # every image column serves its other rows
-        keep = torch.ones(n + 1, dtype=torch.bool, device=dev)
-        keep[n] = dust.any()
-    else:
-        keep = mask.any(0)
+    keep = mask.any(0)
     full = bool(keep.all())
     if not full:
         cost, mask = cost[:, keep], mask[:, keep]
@@ -992,18 +1008,10 @@ def _ncu_soft_target(aug, reg, forbid, good, dust, noisy, diag, k, *, gamma, ot_
                    device=dev)
     start = None
     if init is not None and full and k:
-        # the caption side's problem is the image side's transposed, masks
-        # included, but for the dustbin column (and the same scale: min(aug)
-        # is min(s) on both sides): the image side's potentials, swapped,
-        # start its solve (1 iteration instead of 7-9 at batch 1024-4096).
-        # The dustbin's own potential is set so that its largest kernel
-        # entry is that of a cold start (the image side's underflowed here)
         f_img, g_cap = init
         f = g_cap[:n]
         g_dust = (cost[:, n] - f).masked_fill(~mask[:, n], math.inf).amin()
         start = (f, torch.cat([f_img, g_dust.reshape(1)]))
-    # NCU's budget: at most 100 Sinkhorn iterations for the soft target, to
-    # the losses' inner tolerance (8-10 iterations at batch 1024-4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         res = solve(cost, a, b, reg=ot_reg, method="sinkhorn" if k else "rows",
@@ -1019,13 +1027,62 @@ def _ncu_soft_target(aug, reg, forbid, good, dust, noisy, diag, k, *, gamma, ot_
         Y[:, keep] = plan
         del plan
     Y.mul_(gamma / Y.sum(1, keepdim=True))
-    if diag:
-        Y[:, :n].diagonal().add_((~noisy).to(dt), alpha=1 - gamma)
-    else:
-        lab = good.to(dt)
-        lab /= lab.sum(1, keepdim=True).clamp_min(1.0)
-        Y[:, :n].add_(lab, alpha=1 - gamma)
-    Y[dust, n] += 1 - gamma
+    lab = good.to(dt)
+    lab /= lab.sum(1, keepdim=True).clamp_min(1.0)
+    Y[:, :n].add_(lab, alpha=1 - gamma)
+    # O(n), without a boolean index (a nonzero and its synchronisation)
+    Y[:, n].add_(dust.to(dt), alpha=1 - gamma)
+    return Y, scale, pots
+
+
+def _ncu_soft_target_diag(cost, dust, noisy, k, *, gamma, ot_reg, init, scale):
+    """:func:`_ncu_soft_target` for the diagonal target, from the cost
+    (n, n + 1) in aug's buffer: the forbidden pairs +inf during the solve."""
+    n = cost.shape[0]
+    dev, dt = cost.device, cost.dtype
+    d, col = cost[:, :n].diagonal(), cost[:, n]
+    saved = d.clone(), col.clone()
+    inf = torch.full((), math.inf, dtype=dt, device=dev)
+    d.masked_fill_(noisy, inf)  # a noisy image row may not use its caption
+    col.masked_fill_(~dust, inf)  # only the dustbin rows use the dustbin
+    a = torch.full((n,), 1.0 / n, dtype=dt, device=dev)
+    b = torch.full((n + 1,), 1.0 / (n + 1), dtype=dt, device=dev)
+    start = None
+    if init is not None and k:
+        # the caption side's problem is the image side's transposed, forbidden
+        # pairs included, but for the dustbin column (and the same scale:
+        # min(aug) is min(s) on both sides): the image side's potentials,
+        # swapped, start its solve (1 iteration instead of 7-9 at batch
+        # 1024-4096). The dustbin's own potential is set so that its largest
+        # kernel entry is that of a cold start (the image side's underflowed
+        # here); forbidden rows are +inf in the column
+        f_img, g_cap = init
+        f = g_cap[:n]
+        g_dust = (col - f).amin()
+        start = (f, torch.cat([f_img, g_dust.reshape(1)]))
+    elif k:
+        # the solver's cold start, its rows' minima over the allowed entries
+        # (a pass over the cost), in O(n): the cost decreases with the logit,
+        # and a row's largest allowed logit is its hardest negative's (the
+        # dustbin's value) or, for a clean row, its own caption's
+        near = saved[1]
+        start = (torch.where(noisy, near, torch.minimum(near, saved[0])),
+                 torch.zeros_like(b))
+    # NCU's budget: at most 100 Sinkhorn iterations for the soft target, to
+    # the losses' inner tolerance (8-10 iterations at batch 1024-4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = _solve_inf_cost(cost, a, b, reg=ot_reg,
+                              method="sinkhorn" if k else "rows", max_iter=100,
+                              tol=_loss_tol(dt), potentials_init=start)
+    Y = res.plan
+    pots = res.potentials if k else None
+    del res
+    d.copy_(saved[0])
+    col.copy_(saved[1])
+    Y.mul_(gamma / Y.sum(1, keepdim=True))
+    Y[:, :n].diagonal().add_((~noisy).to(dt), alpha=1 - gamma)
+    Y[:, n].add_(dust.to(dt), alpha=1 - gamma)
     return Y, scale, pots
 
 

@@ -271,6 +271,33 @@ def solve(
     return _finish(res, method, max_iter, prob.batched, prob.numpy_io)
 
 
+def _solve_inf_cost(M, a, b, *, reg, method, max_iter, tol, potentials_init=None):
+    """Internal entropic solve (``grad="detach"``, KL reference) of a cost M
+    (n, m) whose forbidden pairs are +inf, without :func:`solve`'s passes over
+    M (a finiteness check, a mask's feasibility checks and its inversion, the
+    masked fill of the kernel): the kernel entries of +inf costs are
+    exp(-inf) = 0, so forbidden pairs get exactly zero mass, as with ``mask=``.
+    For callers that build M and know, without a look, that its other entries
+    are finite, that every row and column keeps a finite entry, and that reg,
+    max_iter and tol are valid (the losses' soft targets); ``a``, ``b``
+    positive (n,), (m,) of equal mass. Returns an :class:`OTResult` as
+    :func:`solve` does."""
+    if M.ndim != 2 or M.shape != (a.shape[0], b.shape[0]):
+        raise ValueError(f"M {tuple(M.shape)} does not match a {tuple(a.shape)} and "
+                         f"b {tuple(b.shape)}")
+    prob = Problem(M.unsqueeze(0), a.unsqueeze(0), b.unsqueeze(0), False, False,
+                   zero_weights=(False, False), default_weights=(False, False))
+    if potentials_init is not None:
+        potentials_init = tuple(torch.as_tensor(p, dtype=M.dtype, device=M.device)
+                                .reshape(1, -1) for p in potentials_init)
+    opts = dict(
+        reg=reg, reg_type="KL", unbalanced=None, unbalanced_type="KL", mass=None,
+        max_iter=max_iter, tol=tol, grad="detach", mask=None, box=None, max_nz=None,
+        potentials_init=potentials_init, geometry="kernel", verbose=False,
+    )
+    return _finish(get_method(method)(prob, opts), method, max_iter, False, False)
+
+
 def _check_potentials_init(pots, prob):
     """A pair (f, g) shaped like a and b (batched or not), finite."""
     if not (isinstance(pots, (tuple, list)) and len(pots) == 2):

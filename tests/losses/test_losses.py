@@ -1,6 +1,7 @@
 """Loss identities and references."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -417,16 +418,18 @@ def test_ncu_flags_noisy_pairs_and_sends_them_to_the_dustbin(monkeypatch):
     x, _ = _pair(n=12, d=12, seed=3)
     y = x.clone()
     y[[0, 1, 2]] = y[[1, 2, 0]]
+    # (with the diagonal target the forbidden pairs are +inf in the cost
+    # handed to the solver, instead of a mask)
     seen = []
     import skot.losses._functional as LF
 
-    real = LF.solve
+    real = LF._solve_inf_cost
 
     def spy(cost, a, b, **kw):
-        seen.append(kw["mask"].clone())
+        seen.append(torch.isfinite(cost))
         return real(cost, a, b, **kw)
 
-    monkeypatch.setattr(LF, "solve", spy)
+    monkeypatch.setattr(LF, "_solve_inf_cost", spy)
     L.ncu_loss(x, y, reg=0.1, noise_ratio=0.25)
     img_mask, txt_mask = seen
     assert img_mask[:, 12].tolist() == [True] * 3 + [False] * 9
@@ -444,17 +447,21 @@ def test_ncu_caption_side_solve_is_warm_started_from_the_image_side(monkeypatch)
     import skot.losses._functional as LF
 
     x, y = _pair(n=128, d=16, seed=2)
-    real, calls = LF.solve, []
+    real, calls = LF._solve_inf_cost, []  # the diagonal target's solve
 
     def spy(cost, a, b, **kw):
         res = real(cost, a, b, **kw)
         calls.append((cost.clone(), a, b, dict(kw), res.n_iter, res.plan.clone()))
         return res
 
-    monkeypatch.setattr(LF, "solve", spy)
+    monkeypatch.setattr(LF, "_solve_inf_cost", spy)
     L.ncu_loss(x, y, reg=0.05, ot_reg=0.05, noise_ratio=0.25)
-    (_, _, _, kw0, _, _), (cost, a, b, kw1, warm_iter, warm_plan) = calls
-    assert kw0["potentials_init"] is None
+    (cost0, _, _, kw0, _, _), (cost, a, b, kw1, warm_iter, warm_plan) = calls
+    # the image side's: the solver's own cold start (row minima of the cost,
+    # 0), given in O(n)
+    f0, g0 = kw0["potentials_init"]
+    torch.testing.assert_close(f0, cost0.amin(1), rtol=1e-15, atol=0)
+    assert not g0.any()
     f, g = kw1["potentials_init"]
     assert f.shape == (128,) and g.shape == (129,)
     cold = real(cost, a, b, **dict(kw1, potentials_init=None))
@@ -774,3 +781,142 @@ def test_alignment_regulariser_and_module_refuse_mixed_or_integer_clouds():
     with pytest.raises(TypeError, match="zx and x_all must have the same dtype"):
         loss(x, y, x_all=x.double(), y_all=y.double())
     assert loss(x, y, x_all=x, y_all=y).dtype == torch.float32
+
+
+def _ncu_loss_fec169c(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
+                      target=None):
+    # ncu_loss as of commit fec169c (an n x (n + 1) mask through skot.ot.solve,
+    # the scale read on both sides), comments and checks left out: the
+    # reference of the test below for the pass-saving version
+    from skot.losses._functional import _hardest_negative, _loss_tol
+    from skot.ot import solve
+    from skot.ot._autograd import with_product_gradient
+    from skot.ot._linear import flat_dot
+
+    def soft_target(aug, forbid, good, dust, noisy, diag, k, init):
+        n = aug.shape[0]
+        dev, dt = aug.device, aug.dtype
+        mask = torch.ones(n, n + 1, dtype=torch.bool, device=dev)
+        if diag:
+            mask[:, :n].diagonal().copy_(~noisy)
+        else:
+            mask[:, :n] &= ~forbid
+        mask[:, n] = dust
+        scale = 1.0 - reg * float(aug.amin())
+        one = torch.full((), 1.0 / scale, dtype=dt, device=dev)
+        cost = torch.add(one, aug, alpha=-reg / scale, out=aug)
+        if diag:
+            keep = torch.ones(n + 1, dtype=torch.bool, device=dev)
+            keep[n] = dust.any()
+        else:
+            keep = mask.any(0)
+        full = bool(keep.all())
+        if not full:
+            cost, mask = cost[:, keep], mask[:, keep]
+        a = torch.full((n,), 1.0 / n, dtype=dt, device=dev)
+        b = torch.full((cost.shape[1],), 1.0 / cost.shape[1], dtype=dt, device=dev)
+        start = None
+        if init is not None and full and k:
+            f_img, g_cap = init
+            f = g_cap[:n]
+            g_dust = (cost[:, n] - f).masked_fill(~mask[:, n], math.inf).amin()
+            start = (f, torch.cat([f_img, g_dust.reshape(1)]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            res = solve(cost, a, b, reg=ot_reg, method="sinkhorn" if k else "rows",
+                        mask=mask, grad="detach", max_iter=100, tol=_loss_tol(dt),
+                        potentials_init=start)
+        pots = res.potentials if full and k else None
+        if full:
+            Y = res.plan
+        else:
+            Y = torch.zeros(n, n + 1, dtype=dt, device=dev)
+            Y[:, keep] = res.plan
+        Y.mul_(gamma / Y.sum(1, keepdim=True))
+        if diag:
+            Y[:, :n].diagonal().add_((~noisy).to(dt), alpha=1 - gamma)
+        else:
+            lab = good.to(dt)
+            lab /= lab.sum(1, keepdim=True).clamp_min(1.0)
+            Y[:, :n].add_(lab, alpha=1 - gamma)
+        Y[dust, n] += 1 - gamma
+        return Y, scale, pots
+
+    n = x.shape[0]
+    pos = target > 0 if target is not None else None
+    diag = pos is None and n > 1
+    with torch.no_grad():
+        Sd = x.detach() @ y.detach().T
+        k = max(1, int(math.ceil(noise_ratio * n))) if noise_ratio > 0 else 0
+        noisy = torch.zeros(n, dtype=torch.bool, device=x.device)
+        has_neg = None if diag else (~pos).any(1)
+        k = min(k, n if diag else int(has_neg.sum()))
+        value, grad_S, pots = 0.0, None, None
+        for side in (0, 1):
+            s = Sd if side == 0 else Sd.T.contiguous()
+            pos_s = None if diag else (pos if side == 0 else pos.T)
+            hard, hard_at = _hardest_negative(s, pos_s, has_neg)
+            aug = torch.cat([s, hard], 1) / reg
+            logp = torch.log_softmax(aug, 1) if side == 0 else None
+            if side == 0 and k:
+                rest = torch.log1p(-logp[:, n].exp())
+                if diag:
+                    p_pos = logp[:, :n].diagonal() - rest
+                else:
+                    p_pos = (logp[:, :n].exp() * pos).sum(1) / rest.exp()
+                    p_pos[~has_neg] = math.inf
+                noisy[torch.argsort(p_pos)[:k]] = True
+            if diag:
+                forbid = good = None
+                dust = noisy
+            else:
+                flag = noisy[:, None] if side == 0 else noisy[None, :]
+                forbid, good = pos_s & flag, pos_s & ~flag
+                dust = ~good.any(1)
+            Y, scale, pots = soft_target(aug, forbid, good, dust, noisy, diag, k,
+                                         pots if side else None)
+            if logp is None:
+                logp = torch.log_softmax(aug.mul_(-scale / reg), 1)
+            neg_ent = -torch.special.entr(Y).sum()
+            value = value + 0.5 * (neg_ent - flat_dot(Y, logp)) / n
+            G = logp.exp_().sub_(Y)
+            rows = torch.arange(n, device=x.device)
+            if side == 0:
+                buf, grad_S = G, G[:, :n]
+                at = rows * (n + 1) + hard_at
+            else:
+                grad_S.T.add_(G[:, :n])
+                at = hard_at * (n + 1) + rows
+            buf.view(-1).index_add_(0, at, G[:, n])
+    return with_product_gradient(value, x, y, grad_S, 0.5 / (n * reg))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["default", "no_noise", "ncu_paper", "duplicates",
+                                  "two_rows"])
+def test_ncu_equals_its_former_implementation(dtype, case):
+    # the diagonal target's forbidden pairs as +inf costs (no mask), its
+    # row minima and scale from quantities at hand: the same loss and gradient
+    # as the masked version (fec169c) up to rounding
+    n, kw, T = 96, {}, None
+    if case == "no_noise":
+        kw = dict(noise_ratio=0.0)
+    elif case == "ncu_paper":
+        kw = dict(gamma=0.7, ot_reg=0.03, noise_ratio=0.3, reg=0.05)
+    elif case == "two_rows":
+        n, kw = 2, dict(noise_ratio=0.5, reg=0.1)
+    x, y = _pair(n=n, d=16, seed=7, dtype=dtype)
+    if n > 2:
+        y[: n // 8] = y[: n // 8].roll(1, 0)  # some wrong pairs
+    if case == "duplicates":
+        y = y[torch.arange(n) % 24]
+        T = L.target_plan(None, y)
+    out = []
+    for func in (_ncu_loss_fec169c, L.ncu_loss):
+        xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+        value = func(xa, ya, target=T, **kw)
+        value.backward()
+        out.append((value.detach(), xa.grad, ya.grad))
+    rtol = 1e-5 if dtype == torch.float32 else 1e-10
+    for new, old in zip(out[1], out[0]):
+        assert float((new - old).abs().max()) <= rtol * float(old.abs().max())
