@@ -36,6 +36,7 @@ def selective_accuracy(y_true, y_pred, *, reject_label=-1, sample_weight=None):
     check_consistent_length(y_true, y_pred)
     if len(y_true) == 0:
         raise ValueError("y_true is empty: need at least 1 sample")
+    _check_no_nan(y_true, y_pred)
     kept = y_pred != reject_label
     if not kept.any():
         raise ValueError(
@@ -55,6 +56,18 @@ def selective_accuracy(y_true, y_pred, *, reject_label=-1, sample_weight=None):
         raise ValueError("sample_weight is zero on every kept row: selective "
                          "accuracy is undefined there")
     return float(np.average(y_true[kept] == y_pred[kept], weights=w[kept]))
+
+
+def _check_no_nan(y_true, y_pred):
+    """A NaN (or None) label is a ValueError naming its argument, as in
+    scikit-learn's metrics: NaN != NaN had counted the row as an error."""
+    missing = np.frompyfunc(
+        lambda v: v is None or (isinstance(v, (float, np.floating)) and v != v), 1, 1)
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        bad = missing(y).astype(bool)
+        if bad.any():
+            raise ValueError(f"{name} contains NaN or None ({int(bad.sum())} of "
+                             f"{len(y)} rows): labels must be defined")
 
 
 def _check_label_types(y_true, y_pred, rows):
@@ -86,6 +99,7 @@ def _check(y_true, y_pred, confidence):
         raise ValueError("y_true is empty: need at least 1 sample")
     if not np.isfinite(confidence).all():
         raise ValueError("confidence contains NaN or inf")
+    _check_no_nan(y_true, y_pred)
     _check_label_types(y_true, y_pred, "rows")
     return y_true, y_pred, confidence
 

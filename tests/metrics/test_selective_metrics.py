@@ -86,3 +86,17 @@ def test_string_and_number_labels_are_refused():
         aurc([0, 1], ["0", "1"], [0.2, 0.1])
     # string labels with the default reject_label=-1 on the rejected rows
     assert selective_accuracy(["a", "b", "a"], ["a", -1, "b"]) == 0.5
+
+
+@pytest.mark.parametrize("y_true, y_pred, name", [
+    ([np.nan, 1.0], [0.0, 1.0], "y_true"),
+    ([0.0, 1.0], [0.0, np.nan], "y_pred"),
+    ([None, 1], [0, 1], "y_true"),
+])
+def test_nan_labels_are_refused(y_true, y_pred, name):
+    # NaN != NaN had counted the row as an error (selective accuracy 0.5 for
+    # [nan, 1] vs [0, 1]); scikit-learn's metrics refuse NaN labels
+    with pytest.raises(ValueError, match=f"{name} contains NaN or None"):
+        selective_accuracy(y_true, y_pred)
+    with pytest.raises(ValueError, match=f"{name} contains NaN or None"):
+        aurc(y_true, y_pred, [0.5, 0.7])
