@@ -88,7 +88,10 @@ class FGWZeroShotClassifier(BaseOTClassifier):
     class_prior : None, "uniform", "estimate" or array-like of shape (n_classes,)
         Column marginal: None leaves the classes free (rows-only constraint).
         An array is in the order of ``class_embeddings`` (of the sorted
-        labels of ``y`` for few-shot fitting).
+        labels of ``y`` for few-shot fitting). ``"estimate"``: each batch's
+        prior by EM on the softmax posteriors at temperature ``reg`` (at 0.01,
+        CLIP's, when ``reg=None``, since the hard assignment has no posterior
+        to average), then the batch is solved with it.
     unbalanced : float > 0, default=1.0
         KL relaxation of the prior for ``solver="unbalanced"``. An
         :class:`skot.ot.OTSolver` with its own ``unbalanced`` keeps it (a
