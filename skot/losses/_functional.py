@@ -896,16 +896,25 @@ def ncu_loss(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
             # the soft target is solved)
             logp = torch.log_softmax(aug, 1) if side == 0 else None
             if side == 0 and k:
-                # the positives' probability under the row softmax of S / reg
-                # (the augmented row has one more entry, the hardest negative:
-                # its share exp(logp[:, n]) <= 1/2 is taken out)
+                # the log of the positives' probability under the row softmax
+                # of S / reg (the augmented row has one more entry, the
+                # hardest negative: its share exp(logp[:, n]) <= 1/2 is taken
+                # out). In a confident row log p_ii rounds to 0 while the
+                # dustbin's share does not: the difference is then positive, a
+                # rounding artefact that had ranked the most confident rows
+                # first (and the explicit-target path, in probabilities, tied
+                # them at 1). It is capped at 0, and ties are ranked by the
+                # hardest negative's share (the larger, the less confident)
                 rest = torch.log1p(-logp[:, n].exp())
                 if diag:
-                    p_pos = logp[:, :n].diagonal() - rest
+                    key = (logp[:, :n].diagonal() - rest).clamp_max_(0.0)
                 else:
-                    p_pos = (logp[:, :n].exp() * pos).sum(1) / rest.exp()
-                    p_pos[~has_neg] = math.inf
-                noisy[torch.argsort(p_pos)[:k]] = True
+                    key = (torch.logsumexp(logp[:, :n].masked_fill(~pos, -math.inf), 1)
+                           - rest).clamp_max_(0.0)
+                    key[~has_neg] = math.inf  # no negative: never flagged
+                order = torch.sort(-logp[:, n], stable=True).indices
+                order = order[torch.sort(key[order], stable=True).indices]
+                noisy[order[:k]] = True
             # the rows' forbidden positives and clean positives: image rows
             # forbid their caption when noisy; caption rows forbid their noisy
             # images (with the diagonal target both are diag(noisy))

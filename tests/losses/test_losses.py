@@ -783,122 +783,18 @@ def test_alignment_regulariser_and_module_refuse_mixed_or_integer_clouds():
     assert loss(x, y, x_all=x, y_all=y).dtype == torch.float32
 
 
-def _ncu_loss_fec169c(x, y, *, reg=0.01, ot_reg=0.01, gamma=0.3, noise_ratio=0.1,
-                      target=None):
-    # ncu_loss as of commit fec169c (an n x (n + 1) mask through skot.ot.solve,
-    # the scale read on both sides), comments and checks left out: the
-    # reference of the test below for the pass-saving version
-    from skot.losses._functional import _hardest_negative, _loss_tol
-    from skot.ot import solve
-    from skot.ot._autograd import with_product_gradient
-    from skot.ot._linear import flat_dot
-
-    def soft_target(aug, forbid, good, dust, noisy, diag, k, init):
-        n = aug.shape[0]
-        dev, dt = aug.device, aug.dtype
-        mask = torch.ones(n, n + 1, dtype=torch.bool, device=dev)
-        if diag:
-            mask[:, :n].diagonal().copy_(~noisy)
-        else:
-            mask[:, :n] &= ~forbid
-        mask[:, n] = dust
-        scale = 1.0 - reg * float(aug.amin())
-        one = torch.full((), 1.0 / scale, dtype=dt, device=dev)
-        cost = torch.add(one, aug, alpha=-reg / scale, out=aug)
-        if diag:
-            keep = torch.ones(n + 1, dtype=torch.bool, device=dev)
-            keep[n] = dust.any()
-        else:
-            keep = mask.any(0)
-        full = bool(keep.all())
-        if not full:
-            cost, mask = cost[:, keep], mask[:, keep]
-        a = torch.full((n,), 1.0 / n, dtype=dt, device=dev)
-        b = torch.full((cost.shape[1],), 1.0 / cost.shape[1], dtype=dt, device=dev)
-        start = None
-        if init is not None and full and k:
-            f_img, g_cap = init
-            f = g_cap[:n]
-            g_dust = (cost[:, n] - f).masked_fill(~mask[:, n], math.inf).amin()
-            start = (f, torch.cat([f_img, g_dust.reshape(1)]))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            res = solve(cost, a, b, reg=ot_reg, method="sinkhorn" if k else "rows",
-                        mask=mask, grad="detach", max_iter=100, tol=_loss_tol(dt),
-                        potentials_init=start)
-        pots = res.potentials if full and k else None
-        if full:
-            Y = res.plan
-        else:
-            Y = torch.zeros(n, n + 1, dtype=dt, device=dev)
-            Y[:, keep] = res.plan
-        Y.mul_(gamma / Y.sum(1, keepdim=True))
-        if diag:
-            Y[:, :n].diagonal().add_((~noisy).to(dt), alpha=1 - gamma)
-        else:
-            lab = good.to(dt)
-            lab /= lab.sum(1, keepdim=True).clamp_min(1.0)
-            Y[:, :n].add_(lab, alpha=1 - gamma)
-        Y[dust, n] += 1 - gamma
-        return Y, scale, pots
-
-    n = x.shape[0]
-    pos = target > 0 if target is not None else None
-    diag = pos is None and n > 1
-    with torch.no_grad():
-        Sd = x.detach() @ y.detach().T
-        k = max(1, int(math.ceil(noise_ratio * n))) if noise_ratio > 0 else 0
-        noisy = torch.zeros(n, dtype=torch.bool, device=x.device)
-        has_neg = None if diag else (~pos).any(1)
-        k = min(k, n if diag else int(has_neg.sum()))
-        value, grad_S, pots = 0.0, None, None
-        for side in (0, 1):
-            s = Sd if side == 0 else Sd.T.contiguous()
-            pos_s = None if diag else (pos if side == 0 else pos.T)
-            hard, hard_at = _hardest_negative(s, pos_s, has_neg)
-            aug = torch.cat([s, hard], 1) / reg
-            logp = torch.log_softmax(aug, 1) if side == 0 else None
-            if side == 0 and k:
-                rest = torch.log1p(-logp[:, n].exp())
-                if diag:
-                    p_pos = logp[:, :n].diagonal() - rest
-                else:
-                    p_pos = (logp[:, :n].exp() * pos).sum(1) / rest.exp()
-                    p_pos[~has_neg] = math.inf
-                noisy[torch.argsort(p_pos)[:k]] = True
-            if diag:
-                forbid = good = None
-                dust = noisy
-            else:
-                flag = noisy[:, None] if side == 0 else noisy[None, :]
-                forbid, good = pos_s & flag, pos_s & ~flag
-                dust = ~good.any(1)
-            Y, scale, pots = soft_target(aug, forbid, good, dust, noisy, diag, k,
-                                         pots if side else None)
-            if logp is None:
-                logp = torch.log_softmax(aug.mul_(-scale / reg), 1)
-            neg_ent = -torch.special.entr(Y).sum()
-            value = value + 0.5 * (neg_ent - flat_dot(Y, logp)) / n
-            G = logp.exp_().sub_(Y)
-            rows = torch.arange(n, device=x.device)
-            if side == 0:
-                buf, grad_S = G, G[:, :n]
-                at = rows * (n + 1) + hard_at
-            else:
-                grad_S.T.add_(G[:, :n])
-                at = hard_at * (n + 1) + rows
-            buf.view(-1).index_add_(0, at, G[:, n])
-    return with_product_gradient(value, x, y, grad_S, 0.5 / (n * reg))
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", ["default", "no_noise", "ncu_paper", "duplicates",
-                                  "two_rows"])
-def test_ncu_equals_its_former_implementation(dtype, case):
-    # the diagonal target's forbidden pairs as +inf costs (no mask), its
-    # row minima and scale from quantities at hand: the same loss and gradient
-    # as the masked version (fec169c) up to rounding
-    n, kw, T = 96, {}, None
+@pytest.mark.parametrize("case", ["default", "no_noise", "ncu_paper", "two_rows",
+                                  "confident"])
+def test_ncu_default_target_equals_the_explicit_identity(dtype, case):
+    # the default (diagonal) target takes its own path: forbidden pairs as +inf
+    # costs (no n x (n + 1) mask), row minima and scale from quantities at
+    # hand. An explicit I / n target goes through skot.ot.solve(mask=...): the
+    # same loss and gradient up to rounding. "confident": pairs so confident
+    # that log p_ii rounds to 0; the flag went to the most confident pair on
+    # the default path (a positive log-probability from rounding) and by a tie
+    # on the explicit one
+    n, kw = 96, {}
     if case == "no_noise":
         kw = dict(noise_ratio=0.0)
     elif case == "ncu_paper":
@@ -908,15 +804,35 @@ def test_ncu_equals_its_former_implementation(dtype, case):
     x, y = _pair(n=n, d=16, seed=7, dtype=dtype)
     if n > 2:
         y[: n // 8] = y[: n // 8].roll(1, 0)  # some wrong pairs
-    if case == "duplicates":
-        y = y[torch.arange(n) % 24]
-        T = L.target_plan(None, y)
+    if case == "confident":
+        # margins 75.9 and 83.4 in units of reg: both positives' probabilities
+        # are 1 in float64; the first pair is the less confident one
+        n, kw = 2, dict(noise_ratio=0.1)
+        x = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=dtype)
+        y = torch.tensor([[0.7296, -0.2722], [-0.0289, 0.5614]], dtype=dtype)
+    T = torch.eye(n, dtype=dtype) / n
     out = []
-    for func in (_ncu_loss_fec169c, L.ncu_loss):
+    for target in (None, T):
         xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
-        value = func(xa, ya, target=T, **kw)
+        value = L.ncu_loss(xa, ya, target=target, **kw)
         value.backward()
         out.append((value.detach(), xa.grad, ya.grad))
     rtol = 1e-5 if dtype == torch.float32 else 1e-10
-    for new, old in zip(out[1], out[0]):
+    for new, old in zip(out[0], out[1]):
         assert float((new - old).abs().max()) <= rtol * float(old.abs().max())
+    if case == "confident":
+        import skot.losses._functional as F
+
+        flagged = []
+        orig = F._ncu_soft_target
+
+        def spy(aug, reg, forbid, good, dust, noisy, *args, **kwargs):
+            flagged.append(noisy.tolist())
+            return orig(aug, reg, forbid, good, dust, noisy, *args, **kwargs)
+
+        F._ncu_soft_target = spy
+        try:
+            L.ncu_loss(x, y, **kw)
+        finally:
+            F._ncu_soft_target = orig
+        assert flagged[0] == [True, False]
