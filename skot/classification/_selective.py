@@ -98,6 +98,9 @@ class SelectiveOTClassifier(BaseOTClassifier):
         rows sorted by class, and keep batches well above ``n_classes`` rows
         (Cars, 196 classes, rows in file order: 6.5% selective accuracy at
         ``batch_size=64`` against 71% unbatched).
+        A batch with fewer rows than classes under a class prior (also a
+        short last batch, or ``predict`` on a few rows) is a ``UserWarning``:
+        its labels follow the prior, not the features.
     max_iter : int or None, default=None
         Iteration budget of the OT solvers; None: 10000 for the entropic
         methods (the problems are n x n_classes; few-shot prototypes at
@@ -121,8 +124,7 @@ class SelectiveOTClassifier(BaseOTClassifier):
     class_embeddings_ : ndarray of shape (n_classes, n_features) or None
     class_prior_ : ndarray of shape (n_classes,) or None
         The class marginal of the posterior problem (in the order of
-        ``classes_``, summing to 1); None when the classes are free or the
-        prior is estimated per batch.
+        ``classes_``, summing to 1); None when the classes are free.
     estimator_ : fitted classifier or None
     n_features_in_ : int
 

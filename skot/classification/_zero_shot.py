@@ -106,6 +106,9 @@ class FGWZeroShotClassifier(BaseOTClassifier):
         class, and keep batches well above ``n_classes`` rows (Cars, 196
         classes, uniform prior: 6% accuracy at ``batch_size=64`` in file
         order, 44% shuffled, 63% unbatched).
+        A batch with fewer rows than classes under a class prior (also a
+        short last batch, or ``predict`` on a few rows) is a ``UserWarning``:
+        its labels follow the prior, not the features.
     max_iter : int or None, default=None
         Iteration budget of the inner OT solver; None: 10000 for the entropic
         methods (the problems are n x n_classes; few-shot prototypes at

@@ -25,6 +25,13 @@ def selective_accuracy(y_true, y_pred, *, reject_label=-1, sample_weight=None):
     -------
     accuracy : float
 
+    Raises
+    ------
+    ValueError
+        If the inputs are empty, every row was rejected, a label is NaN or
+        None, the kept rows compare string labels with numbers, or
+        ``sample_weight`` is negative or zero on every kept row.
+
     Examples
     --------
     >>> from skot.metrics import selective_accuracy
@@ -128,6 +135,13 @@ def risk_coverage_curve(y_true, y_pred, confidence):
     risk : ndarray of shape (n_samples,)
     thresholds : ndarray of shape (n_samples,)
         Confidence of the last kept row at each coverage.
+
+    Raises
+    ------
+    ValueError
+        If the inputs are empty or of different lengths, ``confidence`` is not
+        finite, a label is NaN or None, or string labels are compared with
+        numbers.
     """
     y_true, y_pred, confidence = _check(y_true, y_pred, confidence)
     order = np.argsort(-confidence, kind="stable")
@@ -158,6 +172,11 @@ def aurc(y_true, y_pred, confidence):
     -------
     aurc : float
         Mean of the risk over the coverages ``1/n, 2/n, ..., 1``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`risk_coverage_curve`.
 
     Examples
     --------

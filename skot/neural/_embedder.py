@@ -122,7 +122,8 @@ class OTContrastiveEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         (``reg``, ``tol``, ``reg_type``, ``mass``, ``alpha``, and every one but
         the method with ``"infonce"``, ``"fgw"``, ``"ufgw"``, ``"ncu"``),
         changed from ``OTSolver``'s default, warns in ``fit`` that it is
-        unused (a grid over ``solver__reg`` would score identical fits).
+        unused (a grid over ``solver__reg`` would score identical fits); a
+        solver ``reg`` equal to the embedder's is not flagged.
     n_components : int, default=None
         Output dimension (default: ``min(n_features_X, n_features_Y)``).
     heads : {"both", "x", "y"}, default="both"

@@ -135,7 +135,8 @@ def solve(
         Entropic regularisation; None means exact OT. A solve that does not
         converge with ``reg`` below the rounding of the cost (max|M| times the
         dtype's machine epsilon: 1.2e-7 max|M| in float32) raises a
-        ValueError: its plan would be noise.
+        ValueError: its plan would be noise. A ``reg`` outside the dtype's
+        range (float32: 1.2e-38 to 3.4e38) is a ValueError.
     reg_type : {"KL", "entropy"}, default="KL"
         Entropic term: ``KL(P | a b^T)`` or the negative entropy of P.
     unbalanced : float, pair of floats or None
@@ -172,10 +173,15 @@ def solve(
         graph and gives ``value`` the gradient of the optimum (d value/dM = plan)
         with memory of one n x m plan; ``"detach"`` returns constants.
     mask : bool array of shape (n, m), optional
-        False marks forbidden pairs (the plan is exactly 0 there).
+        False marks forbidden pairs (the plan is exactly 0 there). The
+        network-simplex and sparse methods cannot take it (``"exact"``,
+        ``"partial"`` with ``reg=None``, ``"sparse"``): a ValueError (use a
+        large cost there).
     box : float or pair of arrays, optional
         ``method="dbot"``: bounds ``(lo, hi)`` on the column sums, or δ for
-        ``[(1-δ) b, (1+δ) b]`` (default δ = 0.5).
+        ``[(1-δ) b, (1+δ) b]`` (default δ = 0.5). A box that cannot hold the
+        row mass (sum lo > sum a or sum hi < sum a), or NaN bounds, is a
+        ValueError.
     max_nz : int, optional
         ``method="sparse"``: at most ``max_nz`` non-zeros per column; at least
         n / m (every row needs one). POT solves the dual of a convex
@@ -487,7 +493,8 @@ def solve_gromov(
         Weight of the structure term.
     reg : float > 0 or None
         Entropic regularisation (``method="fgw"``); None: exact conditional
-        gradient (``method="fgw_exact"``, POT).
+        gradient (``method="fgw_exact"``, POT). A ``reg`` outside the dtype's
+        range is a ValueError, as in :func:`solve`.
     reg_type : {"KL", "entropy"}
     loss : {"L2"}
         Only the square loss is implemented.

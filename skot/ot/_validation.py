@@ -25,11 +25,13 @@ def check_reg(reg, name="reg", allow_none=True):
         if allow_none:
             return None
         raise ValueError(f"{name}=None is not allowed here; pass a float > 0")
+    alt = " or None" if allow_none else ""
     if isinstance(reg, bool) or not isinstance(reg, (Real, np.floating)):
-        raise TypeError(f"{name} must be a float > 0 or None, got {reg!r}")
+        raise TypeError(f"{name} must be a float > 0{alt}, got {reg!r}")
     reg = float(reg)
     if not math.isfinite(reg) or reg <= 0:
-        raise ValueError(f"{name} must be a finite float > 0 (or None), got {reg!r}")
+        alt = f" ({alt[1:]})" if alt else ""
+        raise ValueError(f"{name} must be a finite float > 0{alt}, got {reg!r}")
     return reg
 
 
