@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_array, validate_data
 
 from .._backend import DEVICE_CONSTRAINT, as_tensor, resolve_device
@@ -97,7 +98,9 @@ class WassersteinCoresetSelector(BaseEstimator):
         only shape the greedy rows it starts from, and ``objective_``.
     stratify : bool, default=True
         Select class by class when ``y`` is given. With ``stratify=False`` the
-        labels are only carried along.
+        labels are only carried along. Stratified selection needs class labels
+        of at least 2 classes: a continuous ``y`` or a single class is a
+        ``ValueError`` (as in imbalanced-learn's samplers).
     lam : float, default=0.0
         Weight :math:`\lambda` of ``sample_score`` in the cost (ignored when no
         scores are passed). Scores are used as given: put them on the scale of
@@ -334,6 +337,19 @@ class WassersteinCoresetSelector(BaseEstimator):
         stratified = y is not None and self.stratify
         if stratified:
             classes, y_idx = _unique_labels(y, "y")
+            kind = type_of_target(y, input_name="y")
+            if kind in ("continuous", "continuous-multioutput"):
+                # each distinct float would be a class of one row
+                raise ValueError(
+                    f"y is continuous (type_of_target: {kind!r}): stratified "
+                    "selection needs class labels; pass y=None (or stratify=False)")
+            if len(classes) < 2:
+                # API.md's errors and imbalanced-learn's samplers: a target
+                # with one class is refused before any work
+                raise ValueError(
+                    f"y has a single class ({classes[0]}): stratified selection "
+                    "needs at least 2 classes; pass y=None (or stratify=False) to "
+                    "select without labels")
             budgets = _class_budgets(np.bincount(y_idx), k)
             if X_reference is None:
                 yV_idx = y_idx

@@ -633,3 +633,18 @@ def test_inner_solve_warnings_are_one_summary():
     assert "inner OT solve(s) during the selection" in msg
     assert int(msg.split()[0]) > 1  # the count of solves that stopped
     assert conv[0].filename == __file__  # the caller's line, not skot's
+
+
+def test_single_class_or_continuous_y_is_refused():
+    # API.md's errors (a single class) and imbalanced-learn's samplers (which
+    # refuse one class and continuous targets); a continuous y had made each
+    # distinct float a class of one row
+    X = np.random.default_rng(0).normal(size=(60, 4))
+    with pytest.raises(ValueError, match=r"y has a single class \(0\.0\)"):
+        WassersteinCoresetSelector(6).fit_resample(X, np.zeros(60))
+    with pytest.raises(ValueError, match="y is continuous"):
+        WassersteinCoresetSelector(60).fit_resample(
+            X, np.random.default_rng(1).normal(size=60))
+    # without stratification the labels are only carried along
+    Xs, ys = WassersteinCoresetSelector(6, stratify=False).fit_resample(X, np.zeros(60))
+    assert Xs.shape == (6, 4) and (ys == 0).all()
