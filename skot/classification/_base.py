@@ -245,6 +245,11 @@ class BaseOTClassifier(ClassifierMixin, BaseEstimator):
         # to increase a max_iter that was not used)
         if solver.max_iter is None and self.max_iter is not None:
             solver.set_params(max_iter=self.max_iter)
+        # likewise the tolerance: an OTSolver without one takes the one a name
+        # gets (its own default, 1e-9 in float64, ran reg=0.001 posteriors to
+        # the budget, with a warning, where the name converged)
+        if solver.tol is None and tol is not None:
+            solver.set_params(tol=tol)
         # no budget from either (the entropic methods; the registry holds the
         # network simplex's and L-BFGS's): 10000
         if (solver.max_iter is None

@@ -607,6 +607,25 @@ def test_otsolver_without_max_iter_takes_the_estimator_s(rng, Est):
         est.predict(X)
 
 
+@pytest.mark.parametrize("Est", [FGWZeroShotClassifier, SelectiveOTClassifier])
+def test_otsolver_without_tol_takes_the_name_s(rng, Est):
+    # an OTSolver without tol solved to its own float64 default (1e-9), the
+    # name to 1e-6: the same method differed (and warned) by how it was passed
+    from skot.ot import OTSolver
+
+    X, _, T = _clip_like(rng, n=80)
+    X = X.astype(np.float64)
+    seen = []
+    for solver in ("sinkhorn", OTSolver("sinkhorn", reg=0.01)):
+        est = Est(class_embeddings=T, solver=solver, reg=0.01,
+                  class_prior="uniform").fit(X)
+        seen.append(est._solver(torch.float64).tol)
+    assert seen == [1e-6, 1e-6]
+    # its own tol wins
+    est.set_params(solver=OTSolver("sinkhorn", reg=0.01, tol=1e-8)).fit(X)
+    assert est._solver(torch.float64).tol == 1e-8
+
+
 def test_exact_decision_function_argmax_is_predict(rng):
     # the exact plan's dual scores g_j - C_ij tie between the assigned class
     # and others; argmax took the first and disagreed with predict on ~1% rows
