@@ -28,7 +28,8 @@ def test_show_versions_imports_nothing_new():
         "before = sklearn.get_config()\n"
         "info = skot.show_versions(as_dict=True)\n"
         "assert sklearn.get_config() == before, sklearn.get_config()\n"
-        "new = {'skada', 'imblearn', 'dask', 'distributed', 'matplotlib'} & set(sys.modules)\n"
+        "new = {'skada', 'imblearn', 'dask', 'distributed', 'matplotlib'}\n"
+        "new &= set(sys.modules)\n"
         "assert not new, new\n"
         "assert info['dependencies']['torch'] and info['dependencies']['sklearn']\n"
     )
