@@ -36,9 +36,18 @@ __all__ = [
 ]
 
 
+# public subpackages, imported on first attribute access (``import skot;
+# skot.ot.solve(...)``), as scikit-learn does for its submodules
+_SUBMODULES = ("ot", "losses", "metrics", "datasets", "plotting", "parallel")
+
+
 def __getattr__(name):
     # Estimators are imported on first use so that ``import skot`` stays cheap and
     # ``skot.ot`` can be used without loading skorch.
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"skot.{name}")
     if name in _LAZY:
         import importlib
 
@@ -50,4 +59,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

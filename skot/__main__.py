@@ -205,7 +205,12 @@ def main(argv=None):
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             parser.error(f"--out {args.out!r} is a file; give a folder for the plot")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            # checked before the demo runs, not a traceback after it
+            parser.error(f"--out {args.out!r}: cannot create the folder "
+                         f"({exc.strerror})")
     run_demo(quick=args.quick, out_dir=args.out, plot=not args.no_plot,
              random_state=args.seed)
     return 0

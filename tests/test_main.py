@@ -49,6 +49,10 @@ def test_bad_seed_and_out_are_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--quick", "--out", str(afile)])
     assert exit_info.value.code == 2 and "is a file" in capsys.readouterr().err
+    # a folder that cannot be created (below a file) ended in a traceback
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quick", "--out", str(afile / "sub")])
+    assert exit_info.value.code == 2 and "cannot create" in capsys.readouterr().err
 
 
 def test_demo_leaves_the_callers_warning_filters():

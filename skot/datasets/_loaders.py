@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,23 @@ from sklearn.utils import Bunch
 __all__ = ["load_embeddings", "load_embedding_shards"]
 
 
+def _load(path, mmap_mode=None):
+    """``np.load`` without pickles; a file numpy cannot read (truncated, not a
+    numpy file, an object array) raises a ``ValueError`` naming the path
+    (numpy's own messages do not, and a corrupt file was reported as
+    "pickled data")."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+            raise
+        raise ValueError(f"cannot read {path} as a numpy .npy/.npz file without "
+                         f"pickles ({type(exc).__name__}: {exc})") from exc
+
+
 def _check_2d(arr, name, path):
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"{name} in {path} must be numeric, got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(f"{name} in {path} must be 2-D (n_rows, dim), got shape "
                          f"{arr.shape}")
@@ -51,7 +68,7 @@ def load_embeddings(path, *, key=None, labels_key=None, mmap_mode=None):
             if value is not None:
                 raise ValueError(f"{name}={value!r} needs a .npz archive; a .npy "
                                  "holds one array")
-        X = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+        X = _load(path, mmap_mode=mmap_mode)
         return Bunch(X=_check_2d(X, "the array", path))
     if path.suffix != ".npz":
         raise ValueError(f"path must end in .npy or .npz, got {path.name!r}")
@@ -61,7 +78,7 @@ def load_embeddings(path, *, key=None, labels_key=None, mmap_mode=None):
             f"mmap_mode={mmap_mode!r} needs a .npy file; a .npz archive cannot be "
             "memory-mapped (save the array with np.save)"
         )
-    with np.load(path, allow_pickle=False) as z:
+    with _load(path) as z:
         names = list(z.files)
         if key is None:
             cands = [n for n in ("X", "embeddings", "emb") if n in names]
@@ -73,16 +90,29 @@ def load_embeddings(path, *, key=None, labels_key=None, mmap_mode=None):
                 raise ValueError(f"{path.name} holds several arrays {names}; pass key=")
         if key not in names:
             raise ValueError(f"key={key!r} is not in {path.name} (arrays: {names})")
-        out = Bunch(X=_check_2d(z[key], f"array {key!r}", path))
+        out = Bunch(X=_check_2d(_member(z, key, path), f"array {key!r}", path))
         if labels_key is not None:
             if labels_key not in names:
                 raise ValueError(f"labels_key={labels_key!r} is not in {path.name}")
-            y = z[labels_key]
+            y = _member(z, labels_key, path)
+            if y.ndim != 1:
+                raise ValueError(f"labels {labels_key!r} in {path} must be 1-D "
+                                 f"(n_rows,), got shape {y.shape}")
             if len(y) != len(out.X):
                 raise ValueError(f"labels {labels_key!r} have {len(y)} rows but "
                                  f"{key!r} has {len(out.X)}")
             out.y = y
     return out
+
+
+def _member(z, key, path):
+    """One array of an open ``.npz``; a damaged member or an object array
+    raises a ``ValueError`` naming the archive."""
+    try:
+        return z[key]
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read array {key!r} of {path} without pickles "
+                         f"({type(exc).__name__}: {exc})") from exc
 
 
 def _shards(folder, stem, ext="npy"):
@@ -129,6 +159,13 @@ def load_embedding_shards(folder, *, modalities=("img", "text"), metadata=True):
         raise FileNotFoundError(f"no such folder: {folder}")
     if isinstance(modalities, str):
         modalities = (modalities,)  # "img" is one modality, not three letters
+    try:
+        modalities = tuple(modalities)
+    except TypeError:
+        modalities = (modalities,)  # refused just below
+    if not modalities or not all(isinstance(m, str) and m for m in modalities):
+        raise ValueError("modalities must name at least one <name>_emb sub-folder "
+                         f"(e.g. ('img', 'text')), got {modalities!r}")
     out = Bunch(metadata=None)
     counts, numbers = {}, {}
     for mod in modalities:
@@ -138,7 +175,7 @@ def load_embedding_shards(folder, *, modalities=("img", "text"), metadata=True):
             raise ValueError(f"no shards {mod}_emb_*.npy in {sub}")
         numbers[mod] = [k for k, _ in shards]
         files = [f for _, f in shards]
-        arrays = [_check_2d(np.load(f, allow_pickle=False), "shard", f) for f in files]
+        arrays = [_check_2d(_load(f), "shard", f) for f in files]
         dims = {a.shape[1] for a in arrays}
         if len(dims) != 1:
             raise ValueError(f"{mod} shards have different dimensions {sorted(dims)} "

@@ -32,8 +32,11 @@ def _world(group):
     return dist.get_world_size(group), dist.get_rank(group)
 
 
-_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16,
-           torch.int64, torch.int32, torch.bool, torch.uint8, torch.int8, torch.int16]
+# every dtype torch defines gets its own code (in a fixed order): with a short
+# list, two dtypes outside it (complex64 and complex128) shared the code
+# "other", passed the check and the gather aborted the process (gloo SIGABRT)
+_DTYPES = sorted({v for v in vars(torch).values() if isinstance(v, torch.dtype)},
+                 key=str)
 _MAX_DIM = 6
 
 

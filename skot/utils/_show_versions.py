@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.metadata
 import platform
 import sys
 
 __all__ = ["show_versions"]
 
-_DEPS = ["skot", "numpy", "scipy", "sklearn", "torch", "ot", "skorch", "tqdm",
-         "matplotlib", "pandas", "skada", "imblearn", "dask", "distributed"]
+# import name -> distribution name
+_DEPS = {"skot": "skot", "numpy": "numpy", "scipy": "scipy", "sklearn": "scikit-learn",
+         "torch": "torch", "ot": "pot", "skorch": "skorch", "tqdm": "tqdm",
+         "matplotlib": "matplotlib", "pandas": "pandas", "skada": "skada",
+         "imblearn": "imbalanced-learn", "dask": "dask", "distributed": "distributed"}
 
 
 def _versions():
+    """Versions without importing what is not imported yet: importing a
+    package has side effects (``import skada`` turns on scikit-learn's
+    metadata routing for the whole process), so a module already loaded
+    reports its ``__version__`` and any other its installed distribution."""
+    import skot
+
     out = {}
-    for name in _DEPS:
-        try:
-            mod = importlib.import_module(name)
+    for name, dist in _DEPS.items():
+        if name == "skot":
+            out[name] = skot.__version__
+            continue
+        mod = sys.modules.get(name)
+        if mod is not None:
             out[name] = getattr(mod, "__version__", "installed")
-        except ImportError:
+            continue
+        try:
+            out[name] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             out[name] = None
     return out
 

@@ -151,3 +151,33 @@ def test_shards_pair_up_by_number(tmp_path):
     # one modality given as a plain string
     d = load_embedding_shards(tmp_path, modalities="img", metadata=False)
     assert d.img.shape == (4, 5) and "text" not in d
+
+
+def test_unreadable_files_raise_naming_the_path(tmp_path):
+    # numpy's messages named no file: a corrupt .npy or .npz was reported as
+    # "pickled (object) data", an empty one as a bare EOFError, a string array
+    # was returned as embeddings, 0-d/2-D labels failed in len() or passed
+    (tmp_path / "bad.npy").write_bytes(b"garbage")
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "str.npy", np.array([["a", "b"]]))
+    for name in ("bad.npy", "bad.npz", "empty.npy", "obj.npy", "str.npy"):
+        with pytest.raises(ValueError, match=name):
+            load_embeddings(tmp_path / name)
+    np.savez(tmp_path / "objz.npz", X=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="'X' of .*objz.npz"):
+        load_embeddings(tmp_path / "objz.npz")
+    for y in (np.array(3), np.ones((2, 2))):
+        np.savez(tmp_path / "lab.npz", X=np.ones((2, 2)), y=y)
+        with pytest.raises(ValueError, match="labels 'y' in .*lab.npz must be 1-D"):
+            load_embeddings(tmp_path / "lab.npz", labels_key="y")
+    # a corrupt shard of the clip-retrieval layout, and no modality at all
+    (tmp_path / "f").mkdir()
+    _write_layout(tmp_path / "f", [2, 2])
+    (tmp_path / "f" / "img_emb" / "img_emb_1.npy").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="img_emb_1.npy"):
+        load_embedding_shards(tmp_path / "f")
+    for mods in ((), None, ("img", 3)):
+        with pytest.raises(ValueError, match="modalities"):
+            load_embedding_shards(tmp_path / "f", modalities=mods)

@@ -84,6 +84,13 @@ def _worker(rank, port, out_dir):
             res["mismatch"] = None
         except ValueError as err:
             res["mismatch"] = str(err)
+        # two dtypes that the check did not tell apart (both "other")
+        try:
+            dtype = (torch.complex64, torch.complex128)[rank]
+            gather_with_grad(torch.zeros(2, 3, dtype=dtype))
+            res["dtype_mismatch"] = None
+        except ValueError as err:
+            res["dtype_mismatch"] = str(err)
         torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -143,6 +150,9 @@ def test_mismatched_shapes_raise_on_every_rank(results):
         msg = results[rank]["mismatch"]
         assert msg is not None and "same trailing shape and dtype" in msg
         assert "(2, 4) torch.float32" in msg and "(2, 5) torch.float32" in msg
+        msg = results[rank]["dtype_mismatch"]
+        assert msg is not None and "torch.complex64" in msg
+        assert "torch.complex128" in msg
 
 
 def test_single_process_is_identity():
