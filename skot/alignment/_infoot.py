@@ -30,6 +30,7 @@ from ..utils._param import Interval
 from ._kernel_mi import (
     bandwidth,
     conditional_weights,
+    euclidean,
     gaussian_kernel,
     mutual_information,
     query_log_kernel,
@@ -376,7 +377,7 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if fused:
             import torch
 
-            C = torch.cdist(S, T)
+            C = euclidean(S, T)
             C = C / C.max().clamp_min(torch.finfo(C.dtype).tiny)
         solver = get_solver(self.solver, owner=self, reg=self.reg)
         inner_tol = None if solver.method == "exact" else _inner_tol(solver, self.tol)
@@ -662,4 +663,4 @@ def torch_cdist_penalised(S, same, penalty):
     """Euclidean distances plus ``penalty`` between differently labelled rows."""
     import torch
 
-    return torch.cdist(S, S) + penalty * (1 - same)
+    return euclidean(S, S) + penalty * (1 - same)

@@ -657,3 +657,26 @@ def test_inner_tol_is_reported_in_the_warning(rng):
     with pytest.warns(ConvergenceWarning, match=r"tol=0\.001\)"):
         InfoOTAligner(tol=1e-2, solver=OTSolver("sinkhorn", reg=0.05, max_iter=2)).fit(
             X, sample_domain=sd)
+
+
+@pytest.mark.parametrize("dtype, offset", [(np.float64, 1e7), (np.float32, 1e3)])
+def test_a_common_offset_does_not_change_the_fit(dtype, offset):
+    # InfoOT only sees distances, so moving every row by the same vector (UTM
+    # coordinates, a feature with a large mean) changes nothing. torch.cdist
+    # computes distances from |a|^2 + |b|^2 - 2 a.b for more than 25 rows,
+    # which cancelled at these offsets: L1 plan changes 0.17 (float64, 1e7)
+    # and 1.0 (float32, 1e3), mapped rows ~3 off
+    rng = np.random.default_rng(1)
+    Xs, Xt = rng.normal(size=(40, 5)), rng.normal(size=(40, 5)) + 1
+    X = np.vstack([Xs, Xt])
+    sd = np.r_[np.ones(40), -np.ones(40)]
+    ref = InfoOTAligner().fit(X.astype(dtype), sample_domain=sd)
+    moved = InfoOTAligner().fit((X + offset).astype(dtype), sample_domain=sd)
+    # the rows themselves round to eps * offset (6e-5 in float32 at 1e3)
+    atol = 1e-6 if dtype == np.float64 else 2e-3
+    assert moved.bandwidth_source_ == pytest.approx(ref.bandwidth_source_, rel=1e-3)
+    assert np.abs(moved.plan_ - ref.plan_).sum() < (1e-6 if dtype == np.float64
+                                                    else 2e-2)
+    mapped = moved.transform_source((Xs + offset).astype(dtype)).astype(float)
+    np.testing.assert_allclose(mapped - offset, ref.transform_source(Xs.astype(dtype)),
+                               atol=atol * 10)
