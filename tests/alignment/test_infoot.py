@@ -680,3 +680,23 @@ def test_a_common_offset_does_not_change_the_fit(dtype, offset):
     mapped = moved.transform_source((Xs + offset).astype(dtype)).astype(float)
     np.testing.assert_allclose(mapped - offset, ref.transform_source(Xs.astype(dtype)),
                                atol=atol * 10)
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1e18), (np.float32, 1e-22),
+                                          (np.float64, 1e160), (np.float64, 1e-170)])
+def test_fit_is_scale_invariant_over_the_dtypes_range(dtype, scale):
+    # only distance ratios enter the plan; rows at these scales are finite and
+    # distinct, but their squared distances overflowed or underflowed, and fit
+    # raised that the bandwidth was inf or 0 ("needs at least 2 distinct rows")
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(15, 3)), rng.normal(size=(12, 3)) + 1])
+    sd = np.r_[np.ones(15), -np.ones(12)]
+    ref = InfoOTAligner().fit(X.astype(dtype), sample_domain=sd)
+    al = InfoOTAligner().fit((X * scale).astype(dtype), sample_domain=sd)
+    assert al.bandwidth_source_ == pytest.approx(ref.bandwidth_source_ * scale,
+                                                 rel=1e-5)
+    rtol = 1e-9 if dtype == np.float64 else 1e-3
+    np.testing.assert_allclose(al.plan_, ref.plan_, rtol=rtol, atol=rtol / 1e3)
+    mapped = al.transform_source((X[:15] * scale).astype(dtype)).astype(float)
+    np.testing.assert_allclose(mapped / scale, ref.transform_source(X[:15].astype(dtype)),
+                               rtol=rtol, atol=rtol)
