@@ -700,3 +700,21 @@ def test_fit_is_scale_invariant_over_the_dtypes_range(dtype, scale):
     mapped = al.transform_source((X[:15] * scale).astype(dtype)).astype(float)
     np.testing.assert_allclose(mapped / scale, ref.transform_source(X[:15].astype(dtype)),
                                rtol=rtol, atol=rtol)
+
+
+def test_barycentric_maps_only_the_fitted_rows_at_any_scale(rng):
+    # the check was np.allclose with its absolute tolerance 1e-8: at a scale of
+    # 1e-9 any rows of the fitted shape passed and silently got the fitted
+    # rows' barycentric map
+    Xs, _, Xt, _ = _shift(rng, n=20)
+    al = _fit(InfoOTAligner(projection="barycentric"), Xs * 1e-9, Xt * 1e-9)
+    fitted = al.transform_source(Xs * 1e-9)
+    np.testing.assert_allclose(
+        fitted, (al.plan_ / al.plan_.sum(1, keepdims=True)) @ (Xt * 1e-9))
+    with pytest.raises(ValueError, match="barycentric"):
+        al.transform_source(rng.normal(size=Xs.shape) * 1e-9)
+    with pytest.raises(ValueError, match="barycentric"):
+        al.transform_source(Xs[::-1] * 1e-9)
+    # the fitted rows in float32 are still the fitted rows
+    np.testing.assert_allclose(al.transform_source((Xs * 1e-9).astype(np.float32)),
+                               fitted, rtol=1e-6)
