@@ -13,6 +13,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import assert_all_finite
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import (
     _generate_get_feature_names_out,
@@ -318,7 +319,7 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ------
         ValueError
             If ``y`` or ``sample_domain`` does not have one entry per row of
-            ``X``, if ``sample_domain`` has zero or non-finite entries or lacks
+            ``X``, if ``y`` has NaN or infinite entries, if ``sample_domain`` has zero or non-finite entries or lacks
             source or target rows, or if the source or the target rows have
             fewer than 2 distinct rows (the kernel bandwidth is then 0); also
             for a ``sample_domain`` with target rows given with ``X_target``,
@@ -332,6 +333,9 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         if y is not None:
             y = column_or_1d(y, input_name="y")
+            # a NaN label is unequal to itself (label_penalty would penalise a
+            # row against itself) and never -1 (never a target row)
+            assert_all_finite(y, input_name="y")
             if len(y) != len(X):
                 raise ValueError(
                     f"y has {len(y)} entries but X has {len(X)} rows; pass one label "

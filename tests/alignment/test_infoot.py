@@ -718,3 +718,15 @@ def test_barycentric_maps_only_the_fitted_rows_at_any_scale(rng):
     # the fitted rows in float32 are still the fitted rows
     np.testing.assert_allclose(al.transform_source((Xs * 1e-9).astype(np.float32)),
                                fitted, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_labels_raise(rng, bad):
+    # a NaN label is unequal to itself: with label_penalty the row's distance to
+    # itself was penalised (source kernel diagonal exp(-(penalty/hx)^2/2), not 1)
+    Xs, ys, Xt, _ = _shift(rng, n=20)
+    y = np.r_[ys, -np.ones(20)].astype(float)
+    y[0] = bad
+    sd = np.r_[np.ones(20), -np.ones(20)]
+    with pytest.raises(ValueError, match="y"):
+        InfoOTAligner(label_penalty=1.0).fit(np.vstack([Xs, Xt]), y, sample_domain=sd)
