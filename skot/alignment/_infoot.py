@@ -319,7 +319,8 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ------
         ValueError
             If ``y`` or ``sample_domain`` does not have one entry per row of
-            ``X``, if ``y`` has NaN or infinite entries, if ``sample_domain`` has zero or non-finite entries or lacks
+            ``X``, if ``y`` has NaN or infinite entries, if ``sample_domain``
+            has zero or non-finite entries or lacks
             source or target rows, or if the source or the target rows have
             fewer than 2 distinct rows (the kernel bandwidth is then 0); also
             for a ``sample_domain`` with target rows given with ``X_target``,

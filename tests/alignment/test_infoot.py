@@ -698,7 +698,8 @@ def test_fit_is_scale_invariant_over_the_dtypes_range(dtype, scale):
     rtol = 1e-9 if dtype == np.float64 else 1e-3
     np.testing.assert_allclose(al.plan_, ref.plan_, rtol=rtol, atol=rtol / 1e3)
     mapped = al.transform_source((X[:15] * scale).astype(dtype)).astype(float)
-    np.testing.assert_allclose(mapped / scale, ref.transform_source(X[:15].astype(dtype)),
+    np.testing.assert_allclose(mapped / scale,
+                               ref.transform_source(X[:15].astype(dtype)),
                                rtol=rtol, atol=rtol)
 
 
