@@ -13,6 +13,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import assert_all_finite
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import (
     _generate_get_feature_names_out,
@@ -30,6 +31,7 @@ from ..utils._param import Interval
 from ._kernel_mi import (
     bandwidth,
     conditional_weights,
+    euclidean,
     gaussian_kernel,
     mutual_information,
     query_log_kernel,
@@ -317,7 +319,8 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ------
         ValueError
             If ``y`` or ``sample_domain`` does not have one entry per row of
-            ``X``, if ``sample_domain`` has zero or non-finite entries or lacks
+            ``X``, if ``y`` has NaN or infinite entries, if ``sample_domain``
+            has zero or non-finite entries or lacks
             source or target rows, or if the source or the target rows have
             fewer than 2 distinct rows (the kernel bandwidth is then 0); also
             for a ``sample_domain`` with target rows given with ``X_target``,
@@ -331,6 +334,9 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         if y is not None:
             y = column_or_1d(y, input_name="y")
+            # a NaN label is unequal to itself (label_penalty would penalise a
+            # row against itself) and never -1 (never a target row)
+            assert_all_finite(y, input_name="y")
             if len(y) != len(X):
                 raise ValueError(
                     f"y has {len(y)} entries but X has {len(X)} rows; pass one label "
@@ -376,7 +382,7 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if fused:
             import torch
 
-            C = torch.cdist(S, T)
+            C = euclidean(S, T)
             C = C / C.max().clamp_min(torch.finfo(C.dtype).tiny)
         solver = get_solver(self.solver, owner=self, reg=self.reg)
         inner_tol = None if solver.method == "exact" else _inner_tol(solver, self.tol)
@@ -529,7 +535,11 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """:meth:`transform_source` of an already validated ``X``."""
         Yt = self.X_target_
         if self.projection == "barycentric":
-            if X.shape != self.X_source_.shape or not np.allclose(X, self.X_source_):
+            # the fitted rows, up to the rounding of the coarser dtype (no
+            # absolute tolerance: rows at 1e-9 are not all "close")
+            eps = max(np.finfo(X.dtype).eps, np.finfo(self.X_source_.dtype).eps)
+            if X.shape != self.X_source_.shape or not np.allclose(
+                    X, self.X_source_, rtol=4 * eps, atol=0):
                 raise ValueError(
                     "projection='barycentric' maps only the fitted source rows; use "
                     "projection='conditional' for new rows"
@@ -662,4 +672,4 @@ def torch_cdist_penalised(S, same, penalty):
     """Euclidean distances plus ``penalty`` between differently labelled rows."""
     import torch
 
-    return torch.cdist(S, S) + penalty * (1 - same)
+    return euclidean(S, S) + penalty * (1 - same)

@@ -23,8 +23,31 @@ import math
 
 import torch
 
-__all__ = ["bandwidth", "gaussian_kernel", "log_gaussian_kernel", "query_log_kernel",
+__all__ = ["euclidean", "bandwidth", "gaussian_kernel", "log_gaussian_kernel",
+           "query_log_kernel",
            "mutual_information", "mi_gradient", "conditional_weights"]
+
+
+def euclidean(A, B):
+    r"""Euclidean distances between the rows of ``A`` and ``B``, (len A, len B).
+
+    ``torch.cdist``, on rows moved by a common centre (the centre of ``B``'s
+    bounding box; distances are unchanged). For more than 25 rows
+    ``torch.cdist`` computes them from :math:`|a|^2 + |b|^2 - 2 a \cdot b`,
+    which cancels catastrophically when the rows share a large offset
+    (coordinates at 1e7 in float64, at 1e3 in float32): centred, the rounding
+    is relative to the rows' spread, not to their offset. The centred rows are
+    also divided by a power of two near their extent (exact), so that the
+    squares inside ``torch.cdist`` neither overflow nor underflow for rows at
+    any scale whose distances the dtype holds (float32 rows at 1e18 or 1e-22).
+    """
+    c = B.amax(0) / 2 + B.amin(0) / 2
+    A, B = A - c, B - c
+    top = float(B.abs().max())
+    if top > 0 and math.isfinite(top):
+        scale = math.ldexp(1.0, math.frexp(top)[1])  # a power of two >= top
+        return torch.cdist(A / scale, B / scale) * scale
+    return torch.cdist(A, B)
 
 
 def bandwidth(X, h):
@@ -36,8 +59,9 @@ def bandwidth(X, h):
         If the bandwidth is not a positive finite number (fewer than 2 distinct
         rows, or distances that overflow); no floor is substituted.
     """
-    D2 = torch.cdist(X, X).pow(2)
-    bw = h * torch.sqrt(D2.mean() / 2)
+    D = euclidean(X, X)
+    top = D.max()  # mean(D^2) of D / top: no overflow or underflow in the squares
+    bw = h * top * torch.sqrt((D / top).pow(2).mean() / 2) if top > 0 else 0 * top
     if not bool(torch.isfinite(bw)) or float(bw) <= 0:
         raise ValueError(
             f"the kernel bandwidth h * sqrt(mean(D^2) / 2) of {X.shape[0]} rows is "
@@ -48,7 +72,7 @@ def bandwidth(X, h):
 
 def log_gaussian_kernel(A, B, bw):
     """Log of the Gaussian kernel, ``-(|a - b| / bw)^2 / 2``, (len A, len B)."""
-    return -0.5 * (torch.cdist(A, B) / bw).pow(2)
+    return -0.5 * (euclidean(A, B) / bw).pow(2)
 
 
 def query_log_kernel(Q, S, bw, *, input_name="X"):

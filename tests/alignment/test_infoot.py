@@ -657,3 +657,77 @@ def test_inner_tol_is_reported_in_the_warning(rng):
     with pytest.warns(ConvergenceWarning, match=r"tol=0\.001\)"):
         InfoOTAligner(tol=1e-2, solver=OTSolver("sinkhorn", reg=0.05, max_iter=2)).fit(
             X, sample_domain=sd)
+
+
+@pytest.mark.parametrize("dtype, offset", [(np.float64, 1e7), (np.float32, 1e3)])
+def test_a_common_offset_does_not_change_the_fit(dtype, offset):
+    # InfoOT only sees distances, so moving every row by the same vector (UTM
+    # coordinates, a feature with a large mean) changes nothing. torch.cdist
+    # computes distances from |a|^2 + |b|^2 - 2 a.b for more than 25 rows,
+    # which cancelled at these offsets: L1 plan changes 0.17 (float64, 1e7)
+    # and 1.0 (float32, 1e3), mapped rows ~3 off
+    rng = np.random.default_rng(1)
+    Xs, Xt = rng.normal(size=(40, 5)), rng.normal(size=(40, 5)) + 1
+    X = np.vstack([Xs, Xt])
+    sd = np.r_[np.ones(40), -np.ones(40)]
+    ref = InfoOTAligner().fit(X.astype(dtype), sample_domain=sd)
+    moved = InfoOTAligner().fit((X + offset).astype(dtype), sample_domain=sd)
+    # the rows themselves round to eps * offset (6e-5 in float32 at 1e3)
+    atol = 1e-6 if dtype == np.float64 else 2e-3
+    assert moved.bandwidth_source_ == pytest.approx(ref.bandwidth_source_, rel=1e-3)
+    assert np.abs(moved.plan_ - ref.plan_).sum() < (1e-6 if dtype == np.float64
+                                                    else 2e-2)
+    mapped = moved.transform_source((Xs + offset).astype(dtype)).astype(float)
+    np.testing.assert_allclose(mapped - offset, ref.transform_source(Xs.astype(dtype)),
+                               atol=atol * 10)
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1e18), (np.float32, 1e-22),
+                                          (np.float64, 1e160), (np.float64, 1e-170)])
+def test_fit_is_scale_invariant_over_the_dtypes_range(dtype, scale):
+    # only distance ratios enter the plan; rows at these scales are finite and
+    # distinct, but their squared distances overflowed or underflowed, and fit
+    # raised that the bandwidth was inf or 0 ("needs at least 2 distinct rows")
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(15, 3)), rng.normal(size=(12, 3)) + 1])
+    sd = np.r_[np.ones(15), -np.ones(12)]
+    ref = InfoOTAligner().fit(X.astype(dtype), sample_domain=sd)
+    al = InfoOTAligner().fit((X * scale).astype(dtype), sample_domain=sd)
+    assert al.bandwidth_source_ == pytest.approx(ref.bandwidth_source_ * scale,
+                                                 rel=1e-5)
+    rtol = 1e-9 if dtype == np.float64 else 1e-3
+    np.testing.assert_allclose(al.plan_, ref.plan_, rtol=rtol, atol=rtol / 1e3)
+    mapped = al.transform_source((X[:15] * scale).astype(dtype)).astype(float)
+    np.testing.assert_allclose(mapped / scale,
+                               ref.transform_source(X[:15].astype(dtype)),
+                               rtol=rtol, atol=rtol)
+
+
+def test_barycentric_maps_only_the_fitted_rows_at_any_scale(rng):
+    # the check was np.allclose with its absolute tolerance 1e-8: at a scale of
+    # 1e-9 any rows of the fitted shape passed and silently got the fitted
+    # rows' barycentric map
+    Xs, _, Xt, _ = _shift(rng, n=20)
+    al = _fit(InfoOTAligner(projection="barycentric"), Xs * 1e-9, Xt * 1e-9)
+    fitted = al.transform_source(Xs * 1e-9)
+    np.testing.assert_allclose(
+        fitted, (al.plan_ / al.plan_.sum(1, keepdims=True)) @ (Xt * 1e-9))
+    with pytest.raises(ValueError, match="barycentric"):
+        al.transform_source(rng.normal(size=Xs.shape) * 1e-9)
+    with pytest.raises(ValueError, match="barycentric"):
+        al.transform_source(Xs[::-1] * 1e-9)
+    # the fitted rows in float32 are still the fitted rows
+    np.testing.assert_allclose(al.transform_source((Xs * 1e-9).astype(np.float32)),
+                               fitted, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_labels_raise(rng, bad):
+    # a NaN label is unequal to itself: with label_penalty the row's distance to
+    # itself was penalised (source kernel diagonal exp(-(penalty/hx)^2/2), not 1)
+    Xs, ys, Xt, _ = _shift(rng, n=20)
+    y = np.r_[ys, -np.ones(20)].astype(float)
+    y[0] = bad
+    sd = np.r_[np.ones(20), -np.ones(20)]
+    with pytest.raises(ValueError, match="y"):
+        InfoOTAligner(label_penalty=1.0).fit(np.vstack([Xs, Xt]), y, sample_domain=sd)
