@@ -1,5 +1,7 @@
 """InfoOTAligner and the kernel mutual information."""
 
+import warnings
+
 import numpy as np
 import ot
 import pytest
@@ -731,3 +733,18 @@ def test_non_finite_labels_raise(rng, bad):
     sd = np.r_[np.ones(20), -np.ones(20)]
     with pytest.raises(ValueError, match="y"):
         InfoOTAligner(label_penalty=1.0).fit(np.vstack([Xs, Xt]), y, sample_domain=sd)
+
+
+def test_plain_infoot_stuck_at_the_independent_coupling_warns():
+    # with narrow kernels p q^T is a stationary point of the kernel MI: the fit
+    # stopped there after one step and mapped every row to the target mean,
+    # silently
+    rng = np.random.default_rng(0)
+    Xs, Xt = rng.normal(size=(15, 3)), rng.normal(size=(12, 3)) + 1
+    with pytest.warns(UserWarning, match="independent coupling.*increase h"):
+        al = InfoOTAligner().fit(Xs, X_target=Xt)
+    assert np.ptp(al.transform_source(Xs), 0).max() < 1e-6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        al = InfoOTAligner(h=0.5).fit(Xs, X_target=Xt)
+    assert al.mutual_information_ > 0.5
