@@ -377,6 +377,13 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         T = as_tensor(Xt, device=device, dtype=S.dtype)
         hx, hy = bandwidth(S, self.h), bandwidth(T, self.h)
         Kx = gaussian_kernel(S, S, hx)
+        if ys is None and self.label_penalty > 0:
+            # it shapes the source kernel through the labels: without them it
+            # had been ignored silently
+            warnings.warn(
+                f"label_penalty={self.label_penalty!r} is not used: it penalises "
+                "differently labelled source rows, and fit was given no source "
+                "labels (pass y)", UserWarning, stacklevel=2)
         if ys is not None and self.label_penalty > 0:
             same = as_tensor(ys[:, None] == ys[None, :], device=device, dtype=S.dtype)
             D = torch_cdist_penalised(S, same, self.label_penalty)
@@ -511,12 +518,22 @@ class InfoOTAligner(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         -------
         indices : ndarray of shape (n_queries, n_neighbors)
             Row indices into ``X_target_``, ranked by :meth:`conditional_score`.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the aligner is not fitted (checked first).
+        ValueError
+            If ``n_neighbors`` is not an int in [1, number of fitted target
+            rows].
         """
-        n_target = len(getattr(self, "X_target_", ()))
+        check_is_fitted(self)
+        n_target = len(self.X_target_)
         if (isinstance(n_neighbors, bool) or not isinstance(n_neighbors, Integral)
-                or n_neighbors < 1 or (n_target and n_neighbors > n_target)):
+                or n_neighbors < 1 or n_neighbors > n_target):
             raise ValueError(
-                f"n_neighbors must be an int in [1, n_target]; got {n_neighbors!r}")
+                f"n_neighbors must be an int in [1, n_target] with n_target = "
+                f"{n_target} fitted target rows; got {n_neighbors!r}")
         W = self.conditional_score(X)
         return np.argsort(-W, axis=1, kind="stable")[:, :n_neighbors]
 

@@ -748,3 +748,22 @@ def test_plain_infoot_stuck_at_the_independent_coupling_warns():
         warnings.simplefilter("error", UserWarning)
         al = InfoOTAligner(h=0.5).fit(Xs, X_target=Xt)
     assert al.mutual_information_ > 0.5
+
+
+def test_retrieve_checks_fitted_first_and_names_n_target(rng):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        InfoOTAligner().retrieve(np.zeros((2, 2)), n_neighbors=0)
+    Xs, Xt = rng.normal(size=(15, 3)), rng.normal(size=(12, 3)) + 1
+    al = InfoOTAligner(h=0.5).fit(Xs, X_target=Xt)
+    with pytest.raises(ValueError, match="n_target = 12 fitted target rows; got 13"):
+        al.retrieve(Xs, n_neighbors=13)
+    assert al.retrieve(Xs, n_neighbors=12).shape == (15, 12)
+
+
+def test_label_penalty_without_labels_warns(rng):
+    # it had been ignored silently
+    Xs, Xt = rng.normal(size=(15, 3)), rng.normal(size=(12, 3)) + 1
+    with pytest.warns(UserWarning, match="label_penalty=5.0 is not used"):
+        InfoOTAligner(h=0.5, label_penalty=5.0).fit(Xs, X_target=Xt)
