@@ -43,8 +43,9 @@ def load_embeddings(path, *, key=None, labels_key=None, mmap_mode=None):
     path : str or Path
         A ``.npy`` file (one (n, d) array) or a ``.npz`` archive.
     key : str, default=None
-        Array name inside a ``.npz``; None takes the only array, or ``"X"`` /
-        ``"embeddings"`` when there are several.
+        Array name inside a ``.npz``; None takes the only array besides
+        ``labels_key``'s, or ``"X"`` / ``"embeddings"`` / ``"emb"`` (in this
+        order) when there are several.
     labels_key : str, default=None
         Optional labels array inside a ``.npz`` (same number of rows).
     mmap_mode : {None, "r"}, default=None
@@ -82,8 +83,10 @@ def load_embeddings(path, *, key=None, labels_key=None, mmap_mode=None):
         names = list(z.files)
         if key is None:
             cands = [n for n in ("X", "embeddings", "emb") if n in names]
-            if len(names) == 1:
-                key = names[0]
+            # the labels' array is not a candidate for the features
+            rest = [n for n in names if n != labels_key]
+            if len(rest) == 1:
+                key = rest[0]
             elif cands:
                 key = cands[0]
             else:

@@ -181,3 +181,12 @@ def test_unreadable_files_raise_naming_the_path(tmp_path):
     for mods in ((), None, ("img", 3)):
         with pytest.raises(ValueError, match="modalities"):
             load_embedding_shards(tmp_path / "f", modalities=mods)
+
+
+def test_default_key_leaves_the_labels_out(tmp_path):
+    # features and labels in one .npz: the default key had found two arrays
+    # and asked for key=
+    p = tmp_path / "feats.npz"
+    np.savez(p, feats=np.ones((4, 3)), labels=np.arange(4))
+    out = load_embeddings(p, labels_key="labels")
+    assert out.X.shape == (4, 3) and list(out.y) == [0, 1, 2, 3]
