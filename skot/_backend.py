@@ -3,6 +3,7 @@
 No math lives here: only conversion and device/dtype resolution.
 """
 
+import math
 import warnings
 
 import numpy as np
@@ -140,3 +141,16 @@ def unit_rows(v):
         one = torch.ones_like(top)
         s1, s2 = torch.ldexp(one, half), torch.ldexp(one, exponent - half)
     return torch.nn.functional.normalize(v * s1 * s2, dim=-1)
+
+
+def pow2_scale(*arrays):
+    """The power of two at or above the largest absolute entry of the tensors
+    (1.0 when they are all zero or not finite): dividing rows by it is exact in
+    binary, so distances computed on the scaled rows and scaled back are bit for
+    bit the unscaled ones wherever those neither overflow nor underflow, and
+    finite where the squares inside them would not be (float32 rows from about
+    1e19, or below 1e-19). The one scale rule of the pairwise distances of the
+    coreset selector and of InfoOT's kernels."""
+    s = max(float(Z.abs().max()) if Z.numel() else 0.0 for Z in arrays)
+    return math.ldexp(1.0, math.frexp(s)[1]) if 0.0 < s < math.inf else 1.0
+

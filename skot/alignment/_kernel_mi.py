@@ -23,6 +23,8 @@ import math
 
 import torch
 
+from .._backend import pow2_scale
+
 __all__ = ["euclidean", "bandwidth", "gaussian_kernel", "log_gaussian_kernel",
            "query_log_kernel",
            "mutual_information", "mi_gradient", "conditional_weights"]
@@ -43,11 +45,8 @@ def euclidean(A, B):
     """
     c = B.amax(0) / 2 + B.amin(0) / 2
     A, B = A - c, B - c
-    top = float(B.abs().max())
-    if top > 0 and math.isfinite(top):
-        scale = math.ldexp(1.0, math.frexp(top)[1])  # a power of two >= top
-        return torch.cdist(A / scale, B / scale) * scale
-    return torch.cdist(A, B)
+    scale = pow2_scale(B)  # the coreset selector's rule (exact in binary)
+    return torch.cdist(A / scale, B / scale) * scale
 
 
 def bandwidth(X, h):

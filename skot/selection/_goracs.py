@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from .._backend import pow2_scale
+
 __all__ = [
     "pairwise_cost",
     "SelectionProblem",
@@ -56,12 +58,12 @@ def pairwise_cost(A, B, metric, scale=None):
     ``"cosine"``: 1 - cos(a, b) in [0, 2]; ``"euclidean"``: ||a - b||;
     ``"sqeuclidean"``: ||a - b||^2. Every metric is computed on the rows
     divided by ``scale`` (default: the power of two at or above their largest
-    absolute entry, :func:`_row_scale`) and the Euclidean ones scaled back, so
-    that the squares neither overflow (entries from about 1e19 in float32)
-    nor underflow (below about 1e-19).
+    absolute entry, ``skot._backend.pow2_scale``) and the Euclidean ones scaled
+    back, so that the squares neither overflow (entries from about 1e19 in
+    float32) nor underflow (below about 1e-19).
     """
     if scale is None:
-        scale = _row_scale(A, B)
+        scale = pow2_scale(A, B)
     if metric == "cosine":
         # scaled first: normalize's 1e-12 floor on the norm made rows below it
         # (any row at 1e-13) all-zero
@@ -75,15 +77,6 @@ def pairwise_cost(A, B, metric, scale=None):
     if metric == "sqeuclidean":
         return sq.mul_(scale * scale)
     return sq.sqrt_().mul_(scale)
-
-
-def _row_scale(*arrays):
-    """The power of two at or above the largest absolute entry of the arrays
-    (1.0 when they are all zero): dividing by it is exact in binary, so the
-    costs of rows that neither overflow nor underflow are bit for bit those
-    computed unscaled (ties among duplicated rows stay ties)."""
-    s = max(float(Z.abs().max()) if Z.numel() else 0.0 for Z in arrays)
-    return math.ldexp(1.0, math.frexp(s)[1]) if 0.0 < s < math.inf else 1.0
 
 
 class SelectionProblem:
@@ -109,7 +102,7 @@ class SelectionProblem:
         self.X, self.V, self.metric = X, V, metric
         self.scores, self.lam, self._solve = scores, float(lam), solve
         self.n, self.m = X.shape[0], V.shape[0]
-        self._scale = _row_scale(X, V)
+        self._scale = pow2_scale(X, V)
         self._check_finite_costs()
         self._C = None
         if self.n * self.m * X.element_size() <= _CACHE_BYTES:
